@@ -1,0 +1,7 @@
+"""ffcv: fast data loading for training vision models (FFCV 1.0.2's API and `.beton` format, pip-only)."""
+__version__ = '1.1.0.dev0'
+
+from .writer import DatasetWriter  # noqa: E402
+from .reader import Reader  # noqa: E402
+
+__all__ = ['DatasetWriter', 'Reader', '__version__']

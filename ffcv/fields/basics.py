@@ -1,0 +1,77 @@
+"""Scalar fields stored inline in the metadata row: `IntField` (int64) and `FloatField` (float64)."""
+from __future__ import annotations
+
+import numbers
+from typing import Type
+
+import numpy as np
+
+from .base import Field, empty_arguments
+
+
+def _as_scalar(value, kinds: str, what: str):
+    """A Python/NumPy/0-d scalar of one of the numpy `kinds`, else TypeError."""
+    if hasattr(value, 'item') and getattr(value, 'ndim', 0) == 0 and not isinstance(value, np.ndarray):
+        value = value.item()  # torch scalars and numpy scalars
+    elif isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise TypeError(f'expected a single {what}, got an array of shape {value.shape}')
+        value = value.reshape(()).item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        raise TypeError(f'expected {what}, got {type(value).__name__} {value!r}')
+    if np.asarray(value).dtype.kind not in kinds:
+        raise TypeError(f'expected {what}, got {type(value).__name__} {value!r}')
+    return value
+
+
+class IntField(Field):
+    """A signed 64-bit integer per sample (for example a class label), stored in the metadata row."""
+
+    @property
+    def metadata_type(self) -> np.dtype:
+        return np.dtype('<i8')
+
+    @staticmethod
+    def from_binary(binary) -> Field:
+        return IntField()
+
+    def to_binary(self) -> np.ndarray:
+        return empty_arguments()
+
+    def encode(self, destination, field, malloc):
+        value = _as_scalar(field, 'iu', 'an integer')
+        if not -2**63 <= value < 2**63:
+            raise OverflowError(f'{value} does not fit in int64')
+        destination[0] = value
+
+    def get_decoder_class(self) -> Type:
+        from .decoders import IntDecoder
+        return IntDecoder
+
+    def read_value(self, metadata, read):
+        return int(metadata)
+
+
+class FloatField(Field):
+    """A 64-bit float per sample, stored in the metadata row (NaN and inf are kept)."""
+
+    @property
+    def metadata_type(self) -> np.dtype:
+        return np.dtype('<f8')
+
+    @staticmethod
+    def from_binary(binary) -> Field:
+        return FloatField()
+
+    def to_binary(self) -> np.ndarray:
+        return empty_arguments()
+
+    def encode(self, destination, field, malloc):
+        destination[0] = _as_scalar(field, 'iuf', 'a real number')
+
+    def get_decoder_class(self) -> Type:
+        from .decoders import FloatDecoder
+        return FloatDecoder
+
+    def read_value(self, metadata, read):
+        return float(metadata)

@@ -1,0 +1,243 @@
+"""`Reader`: opens a `.beton` file and validates everything in it before anything is decoded.
+
+Every structure is checked against the file size and against the others (header, field descriptors,
+metadata, allocation table, the pointers stored in the metadata), so a truncated or corrupt file raises
+`CorruptFileError` naming the file and the problem instead of crashing or returning garbage later.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Optional, Type
+
+import numpy as np
+
+from .fields.base import Field
+from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, MAX_PAGE_SIZE, FieldDescType, HeaderType,
+                    decode_field_name, get_metadata_type, is_power_of_2, resolve_handler_class)
+
+__all__ = ['Reader', 'CorruptFileError']
+
+
+class CorruptFileError(ValueError):
+    """The file is not a valid `.beton` file (truncated, corrupt, or not one at all)."""
+
+    def __init__(self, fname: str, problem: str):
+        super().__init__(f'{fname}: {problem}')
+        self.fname = fname
+        self.problem = problem
+
+
+class Reader:
+    """Parsed and validated contents of a `.beton` file (everything but the heap data).
+
+    Parameters
+    ----------
+    fname : str
+        Path of the file.
+    custom_handlers : Mapping[str, Type[Field]]
+        Field class to read a column with, by field name (required for custom fields, type id 255).
+
+    Attributes
+    ----------
+    num_samples, page_size, num_fields : int
+    header : numpy record (`HeaderType`)
+    field_descriptors : numpy array (`FieldDescType`)
+    field_names : list of str
+    handlers : dict of name -> Field instance
+    metadata_type : numpy dtype of a metadata row (members f0, f1, ...)
+    metadata : numpy array of num_samples rows (read-only)
+    alloc_table : numpy array of `ALLOC_TABLE_TYPE` entries, as stored (read-only)
+    data_start : int, file offset of the first data page
+    """
+
+    def __init__(self, fname: str, custom_handlers: Optional[Mapping[str, Type[Field]]] = None):
+        self._fname = os.fspath(fname)
+        self.custom_handlers = dict(custom_handlers or {})
+        self._mmap = None
+        try:
+            self.file_size = os.path.getsize(self._fname)
+        except OSError as exc:
+            raise FileNotFoundError(f'{self._fname}: cannot open ({exc.strerror})') from None
+        self._read_header()
+        self._read_field_descriptors()
+        self._read_metadata()
+        self._read_alloc_table()
+        self._check_pointers()
+
+    @property
+    def file_name(self) -> str:
+        return self._fname
+
+    def _fail(self, problem: str):
+        raise CorruptFileError(self._fname, problem)
+
+    # -- parsing, each step validated --
+
+    def _read_header(self) -> None:
+        if self.file_size < HeaderType.itemsize:
+            self._fail(f'only {self.file_size} bytes, smaller than the {HeaderType.itemsize}-byte header '
+                       '(not a .beton file, or truncated)')
+        header = np.fromfile(self._fname, dtype=HeaderType, count=1)[0]
+        header.setflags(write=False)
+        if int(header['version']) != CURRENT_VERSION:
+            self._fail(f"format version {int(header['version'])}, expected {CURRENT_VERSION} "
+                       '(not a .beton file, or written by an incompatible version)')
+        page_size = int(header['page_size'])
+        if not is_power_of_2(page_size) or page_size >= MAX_PAGE_SIZE:
+            self._fail(f'page size {page_size} is not a power of two below 4 GiB')
+        self.header = header
+        self.num_samples = int(header['num_samples'])
+        self.page_size = page_size
+        self.num_fields = int(header['num_fields'])
+        self.alloc_table_ptr = int(header['alloc_table_ptr'])
+        if self.num_fields == 0:
+            self._fail('header says the file has no fields')
+
+    def _read_field_descriptors(self) -> None:
+        end = HeaderType.itemsize + self.num_fields * FieldDescType.itemsize
+        if end > self.file_size:
+            self._fail(f'header announces {self.num_fields} fields, whose descriptors would end at byte '
+                       f'{end}, past the end of the file ({self.file_size} bytes): truncated or corrupt')
+        descriptors = np.fromfile(self._fname, dtype=FieldDescType, count=self.num_fields,
+                                  offset=HeaderType.itemsize)
+        descriptors.setflags(write=False)
+        names = [decode_field_name(d['name']) for d in descriptors]
+        if len(set(names)) != len(names):
+            self._fail(f'duplicate field names {names}')
+        handlers: Dict[str, Field] = {}
+        for name, descriptor in zip(names, descriptors):
+            cls = resolve_handler_class(int(descriptor['type_id']), name, self.custom_handlers)
+            try:
+                handlers[name] = cls.from_binary(descriptor['arguments'])
+            except Exception as exc:
+                self._fail(f"arguments of field '{name}' ({cls.__name__}) are unreadable: {exc}")
+        self.field_descriptors = descriptors
+        self.field_names = names
+        self.handlers = handlers
+        self.metadata_type = get_metadata_type(list(handlers.values()))
+
+    def _read_metadata(self) -> None:
+        self.metadata_start = HeaderType.itemsize + self.num_fields * FieldDescType.itemsize
+        self.metadata_end = self.metadata_start + self.num_samples * self.metadata_type.itemsize
+        if self.metadata_end > self.file_size:
+            self._fail(f'header announces {self.num_samples} samples whose metadata would end at byte '
+                       f'{self.metadata_end}, past the end of the file ({self.file_size} bytes)')
+        if not self.metadata_end <= self.alloc_table_ptr <= self.file_size:
+            self._fail(f'allocation table offset {self.alloc_table_ptr} lies outside '
+                       f'[{self.metadata_end}, {self.file_size}] (end of metadata, file size)')
+        self.metadata = np.fromfile(self._fname, dtype=self.metadata_type, count=self.num_samples,
+                                    offset=self.metadata_start)
+        self.metadata.setflags(write=False)
+        for index, (name, handler) in enumerate(self.handlers.items()):
+            problem = handler.check_column(self.metadata[f'f{index}'])
+            if problem is not None:
+                row, reason = problem
+                self._fail(f"sample {row}, field '{name}': {reason}")
+
+    def _read_alloc_table(self) -> None:
+        table_bytes = self.file_size - self.alloc_table_ptr
+        if table_bytes % ALLOC_TABLE_TYPE.itemsize:
+            self._fail(f'allocation table ({table_bytes} bytes from offset {self.alloc_table_ptr} to the '
+                       f'end) is not a whole number of {ALLOC_TABLE_TYPE.itemsize}-byte entries: '
+                       'truncated or corrupt')
+        table = np.fromfile(self._fname, dtype=ALLOC_TABLE_TYPE,
+                            count=table_bytes // ALLOC_TABLE_TYPE.itemsize, offset=self.alloc_table_ptr)
+        table.setflags(write=False)
+        self.alloc_table = table
+        self.data_start = -(-self.metadata_end // self.page_size) * self.page_size
+        if table.size == 0:
+            self.sorted_ptrs = np.zeros(0, np.uint64)
+            self.sorted_sizes = np.zeros(0, np.uint64)
+            return
+        ptrs, sizes = table['ptr'], table['size']
+        bad = np.flatnonzero(table['sample_id'] >= np.uint64(self.num_samples))
+        if bad.size:
+            self._fail(f"allocation entry {bad[0]} belongs to sample {int(table['sample_id'][bad[0]])}, "
+                       f'but the file has {self.num_samples}')
+        # ptr + size could overflow uint64 in a corrupt file: compare without adding.
+        bad = np.flatnonzero((ptrs < np.uint64(self.data_start)) | (ptrs > np.uint64(self.alloc_table_ptr))
+                             | (sizes > np.uint64(self.alloc_table_ptr) - ptrs))
+        if bad.size:
+            self._fail(f'allocation entry {bad[0]} (sample {int(table["sample_id"][bad[0]])}) spans '
+                       f'[{int(ptrs[bad[0]])}, +{int(sizes[bad[0]])}) outside the data region '
+                       f'[{self.data_start}, {self.alloc_table_ptr})')
+        shift = np.uint64(self.page_size.bit_length() - 1)
+        last = ptrs + np.maximum(sizes, np.uint64(1)) - np.uint64(1)
+        bad = np.flatnonzero((ptrs >> shift) != (last >> shift))
+        if bad.size:
+            self._fail(f'allocation entry {bad[0]} (sample {int(table["sample_id"][bad[0]])}) crosses a '
+                       'page boundary')
+        order = np.lexsort((sizes, ptrs))
+        self.sorted_ptrs = np.ascontiguousarray(ptrs[order])
+        self.sorted_sizes = np.ascontiguousarray(sizes[order])
+        overlap = np.flatnonzero(self.sorted_ptrs[:-1] + self.sorted_sizes[:-1] > self.sorted_ptrs[1:])
+        if overlap.size:
+            self._fail(f'allocations at offsets {int(self.sorted_ptrs[overlap[0]])} and '
+                       f'{int(self.sorted_ptrs[overlap[0] + 1])} overlap')
+        self.sorted_ptrs.setflags(write=False)
+        self.sorted_sizes.setflags(write=False)
+
+    def _check_pointers(self) -> None:
+        """Every heap pointer in the metadata must be an allocation of the right size."""
+        for index, (name, handler) in enumerate(self.handlers.items()):
+            found = handler.heap_pointers(self.metadata[f'f{index}'])
+            if found is None or self.num_samples == 0:
+                continue
+            ptrs, sizes, known = found
+            ptrs = np.asarray(ptrs, dtype=np.uint64)
+            position = np.searchsorted(self.sorted_ptrs, ptrs)
+            in_table = position < self.sorted_ptrs.size
+            matches = in_table.copy()
+            matches[in_table] = self.sorted_ptrs[position[in_table]] == ptrs[in_table]
+            bad = np.flatnonzero(~matches)
+            if bad.size:
+                self._fail(f"sample {bad[0]}, field '{name}': data pointer {int(ptrs[bad[0]])} is not an "
+                           'allocation of the file')
+            if sizes is None:
+                continue
+            stored = self.sorted_sizes[position]
+            # Zero-size allocations may share an offset with the next one: accept any entry at ptr.
+            wrong = stored != np.asarray(sizes, dtype=np.uint64)
+            if known is not None:
+                wrong &= known
+            for row in np.flatnonzero(wrong):
+                if self._blob_size(int(ptrs[row]), int(sizes[row])) is None:
+                    self._fail(f"sample {row}, field '{name}': metadata says {int(sizes[row])} bytes but "
+                               f'the allocation at {int(ptrs[row])} holds {int(stored[row])}')
+
+    def _blob_size(self, ptr: int, wanted: Optional[int] = None) -> Optional[int]:
+        """Size of the allocation at ptr (the one of size `wanted` when several share ptr)."""
+        lo = int(np.searchsorted(self.sorted_ptrs, ptr, 'left'))
+        hi = int(np.searchsorted(self.sorted_ptrs, ptr, 'right'))
+        candidates = [int(s) for s in self.sorted_sizes[lo:hi]]
+        if not candidates:
+            return None
+        if wanted is None:
+            return max(candidates)
+        return wanted if wanted in candidates else None
+
+    # -- access to samples (for tools and tests; the Loader has its own compiled path) --
+
+    def read(self, ptr: int, size: Optional[int] = None) -> np.ndarray:
+        """Read-only uint8 view of the heap data at `ptr` (`size` bytes, or the allocation's size)."""
+        if size is None:
+            size = self._blob_size(ptr)
+            if size is None:
+                self._fail(f'no allocation at offset {ptr}')
+        if self._mmap is None:
+            self._mmap = np.memmap(self._fname, dtype=np.uint8, mode='r')
+        return self._mmap[ptr:ptr + size]
+
+    def read_sample(self, index: int) -> dict:
+        """Decoded values of one sample, {field name: value} (ints, floats, arrays, JSON objects)."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f'sample {index} out of range [0, {self.num_samples})')
+        row = self.metadata[index]
+        return {name: handler.read_value(row[f'f{i}'], self.read)
+                for i, (name, handler) in enumerate(self.handlers.items())}
+
+    def close(self) -> None:
+        self._mmap = None
+
+    def __repr__(self) -> str:
+        return f'Reader({self._fname!r}: {self.num_samples} samples, fields {self.field_names})'
