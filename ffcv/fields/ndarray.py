@@ -80,6 +80,8 @@ class NDArrayField(Field):
         return result
 
     def _check(self, value) -> np.ndarray:
+        if isinstance(value, np.generic):  # numpy scalar, for shape ()
+            value = np.asarray(value)
         if not isinstance(value, np.ndarray):
             raise TypeError(f'expected a numpy array of shape {self.shape} and dtype {self.dtype}, '
                             f'got {type(value).__name__}')

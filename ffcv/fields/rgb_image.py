@@ -148,7 +148,7 @@ class RGBImageField(Field):
         data = read(int(metadata['data_ptr']), None)
         if mode == IMAGE_MODES['raw']:
             return np.array(data.reshape(height, width, 3))
-        image = codec.decode_jpeg(data)
+        image = codec.decode_jpeg(data, fastdct=False)  # accurate IDCT for tools and checks
         if image.shape != (height, width, 3):
             raise ValueError(f'JPEG decodes to {image.shape[1]}x{image.shape[0]} but the metadata says '
                              f'{width}x{height}')

@@ -1,0 +1,59 @@
+"""Shared fixtures: the FFCV-written fixture folder, generated datasets, markers."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures'
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason='needs a CUDA GPU (none on this machine)')
+        for item in items:
+            if 'cuda' in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope='session')
+def fixtures_dir() -> Path:
+    if not (FIXTURES / 'manifest.json').exists():
+        pytest.fail(f'FFCV-written fixtures not found at {FIXTURES} (../shared/fixtures must sit beside the repo)')
+    return FIXTURES
+
+
+@pytest.fixture(scope='session')
+def manifest(fixtures_dir) -> dict:
+    return json.loads((fixtures_dir / 'manifest.json').read_text())
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def photo_like(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A smooth, JPEG-friendly RGB image: low-frequency gradients plus mild noise."""
+    ys = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    xs = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    phase = rng.uniform(0, 2 * np.pi, size=(1, 1, 3)).astype(np.float32)
+    freq = rng.uniform(1, 4, size=(2,)).astype(np.float32)
+    base = 127 + 90 * np.sin(freq[0] * 3 * ys + phase) * np.cos(freq[1] * 3 * xs + phase[..., ::-1])
+    noise = rng.normal(0, 2, size=(height, width, 3)).astype(np.float32)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def tmp_beton(tmp_path):
+    """Factory for output paths inside the test's temp dir."""
+    counter = iter(range(10**6))
+    return lambda name='data': os.fspath(tmp_path / f'{name}_{next(counter)}.beton')
