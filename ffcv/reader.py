@@ -207,8 +207,11 @@ class Reader:
 
     def _blob_size(self, ptr: int, wanted: Optional[int] = None) -> Optional[int]:
         """Size of the allocation at ptr (the one of size `wanted` when several share ptr)."""
-        lo = int(np.searchsorted(self.sorted_ptrs, ptr, 'left'))
-        hi = int(np.searchsorted(self.sorted_ptrs, ptr, 'right'))
+        if not 0 <= ptr < 2**64:
+            return None
+        key = np.uint64(ptr)  # a Python int would make numpy convert the whole array on every call
+        lo = int(self.sorted_ptrs.searchsorted(key, 'left'))
+        hi = int(self.sorted_ptrs.searchsorted(key, 'right'))
         candidates = [int(s) for s in self.sorted_sizes[lo:hi]]
         if not candidates:
             return None
