@@ -1,7 +1,8 @@
 """ffcv: fast data loading for training vision models (FFCV 1.0.2's API and `.beton` format, pip-only)."""
 __version__ = '1.1.0.dev0'
 
-from .writer import DatasetWriter  # noqa: E402
+from .loader import Loader, OrderOption  # noqa: E402
 from .reader import Reader  # noqa: E402
+from .writer import DatasetWriter  # noqa: E402
 
-__all__ = ['DatasetWriter', 'Reader', '__version__']
+__all__ = ['Loader', 'OrderOption', 'DatasetWriter', 'Reader', '__version__']

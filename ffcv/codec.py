@@ -31,17 +31,18 @@ def jpeg_size(data) -> Tuple[int, int]:
     return height, width
 
 
-def decode_jpeg(data, out: Optional[np.ndarray] = None, min_factor: int = 1,
+def decode_jpeg(data, out: Optional[np.ndarray] = None, min_height: int = 0, min_width: int = 0,
                 fastdct: bool = True, fastupsample: bool = False) -> np.ndarray:
     """Decode JPEG bytes to an (H, W, 3) uint8 RGB array (into `out` when given).
 
-    `min_factor` > 1 lets libjpeg-turbo decode at a reduced scale (1/2, 1/4, 1/8) in the DCT domain.
+    `min_height` / `min_width` > 0 let libjpeg-turbo decode at a reduced scale (M/8) in the DCT domain:
+    the smallest scale whose output is at least that large.
     The defaults match FFCV's decoder (fast integer IDCT, smooth chroma upsampling); `fastupsample`
     is a few percent faster but blocky on strongly coloured edges.
     Raises JPEGDecodeError on corrupt data, never crashes the process.
     """
     try:
         return simplejpeg.decode_jpeg(data, colorspace='RGB', fastdct=fastdct, fastupsample=fastupsample,
-                                      min_factor=min_factor, buffer=out)
+                                      min_height=min_height, min_width=min_width, buffer=out)
     except (ValueError, TypeError) as exc:
         raise JPEGDecodeError(f'JPEG decode failed: {exc}') from None

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .fields.base import Field, set_current_row
+from .utils import available_cpus
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, DEFAULT_PAGE_SIZE, FIELD_NAME_BYTES, MAX_PAGE_SIZE,
                     MIN_PAGE_SIZE, FieldDescType, HeaderType, align_to_page, check_page_size,
                     encode_field_name, get_metadata_type, get_type_id)
@@ -38,14 +39,6 @@ _PROVISIONAL_TAG = 0x7FFC_C5EA_0000_0000
 
 class DatasetWriteError(ValueError):
     """A sample could not be written; the message names the sample and the field."""
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which SLURM and containers restrict)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 # --- Encoding (runs in the workers) --------------------------------------------------------------

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import replace
 from typing import Type
 
 import numpy as np
 
+from ..pipeline.allocation_query import AllocationQuery
+from ..pipeline.operation import Operation
 from .base import Field, empty_arguments
 
 
@@ -45,7 +48,6 @@ class IntField(Field):
         destination[0] = value
 
     def get_decoder_class(self) -> Type:
-        from .decoders import IntDecoder
         return IntDecoder
 
     def read_value(self, metadata, read):
@@ -70,8 +72,33 @@ class FloatField(Field):
         destination[0] = _as_scalar(field, 'iuf', 'a real number')
 
     def get_decoder_class(self) -> Type:
-        from .decoders import FloatDecoder
         return FloatDecoder
 
     def read_value(self, metadata, read):
         return float(metadata)
+
+
+class BasicDecoder(Operation):
+    """Copies a scalar stored in the metadata into a (B, 1) array (add `Squeeze()` for shape (B,))."""
+    dtype = np.dtype('<i8')
+
+    def declare_state_and_memory(self, previous_state):
+        return (replace(previous_state, jit_mode=True, shape=(1,), dtype=self.dtype),
+                AllocationQuery((1,), self.dtype))
+
+    def generate_code(self):
+        def decode(indices, destination, metadata, storage_state):
+            destination[:, 0] = metadata[indices]
+            return destination
+        decode.python_code = True
+        return decode
+
+
+class IntDecoder(BasicDecoder):
+    """Decoder of `IntField`: (B, 1) int64."""
+    dtype = np.dtype('<i8')
+
+
+class FloatDecoder(BasicDecoder):
+    """Decoder of `FloatField`: (B, 1) float64."""
+    dtype = np.dtype('<f8')

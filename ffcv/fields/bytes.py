@@ -1,10 +1,14 @@
 """`BytesField`: a variable-length byte string per sample."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Type
 
 import numpy as np
 
+from ..pipeline.allocation_query import AllocationQuery
+from ..pipeline.operation import Operation
+from ._decoding import copy_blobs, run_kernel
 from .base import Field, empty_arguments
 
 BYTES_METADATA = np.dtype([('ptr', '<u8'), ('size', '<u8')])
@@ -51,7 +55,6 @@ class BytesField(Field):
         destination[0] = entry
 
     def get_decoder_class(self) -> Type:
-        from .decoders import BytesDecoder
         return BytesDecoder
 
     def read_value(self, metadata, read):
@@ -59,3 +62,23 @@ class BytesField(Field):
 
     def heap_pointers(self, column):
         return column['ptr'], column['size'], None
+
+
+class BytesDecoder(Operation):
+    """Decoder of `BytesField` / `JSONField`: (B, L) uint8 rows, L = the longest blob in the file.
+
+    Each row holds its blob followed by zeros (FFCV leaves stale bytes there); the blob's own length
+    is in the metadata (``loader.reader.metadata``) when it matters.
+    """
+
+    def declare_state_and_memory(self, previous_state):
+        sizes = self.metadata['size']
+        max_size = int(sizes.max()) if sizes.size else 0
+        return (replace(previous_state, jit_mode=True, shape=(max_size,), dtype=np.dtype('uint8')),
+                AllocationQuery((max_size,), np.dtype('uint8')))
+
+    def generate_code(self):
+        def decode(indices, destination, metadata, storage_state):
+            return run_kernel(copy_blobs, indices, metadata['ptr'], storage_state, destination, True)
+        decode.python_code = True
+        return decode

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from typing import Tuple, Type
 
 import numpy as np
 
+from ..pipeline.allocation_query import AllocationQuery
+from ..pipeline.operation import Operation
+from ._decoding import copy_blobs, run_kernel
 from .base import ARG_TYPE, Field
 
 # Argument blob: 32 shape slots (unused trailing ones 0), the length of the dtype JSON, the JSON
@@ -96,7 +100,6 @@ class NDArrayField(Field):
         buffer[:] = value.reshape(-1).view(np.uint8)
 
     def get_decoder_class(self) -> Type:
-        from .decoders import NDArrayDecoder
         return NDArrayDecoder
 
     def read_value(self, metadata, read):
@@ -128,3 +131,22 @@ class TorchTensorField(NDArrayField):
             raise ValueError(f'expected shape {self.shape} and dtype {self.torch_dtype}, '
                              f'got shape {tuple(value.shape)} and dtype {value.dtype}')
         return value.detach().cpu().numpy()
+
+
+class NDArrayDecoder(Operation):
+    """Decoder of `NDArrayField` / `TorchTensorField`: (B, *shape) arrays of the field's dtype."""
+
+    def declare_state_and_memory(self, previous_state):
+        return (replace(previous_state, jit_mode=True, shape=self.field.shape, dtype=self.field.dtype),
+                AllocationQuery(self.field.shape, self.field.dtype))
+
+    def generate_code(self):
+        element_size = self.field.element_size
+
+        def decode(indices, destination, metadata, storage_state):
+            if element_size:
+                flat = destination.reshape(destination.shape[0], -1).view(np.uint8)
+                run_kernel(copy_blobs, indices, metadata, storage_state, flat, False)
+            return destination
+        decode.python_code = True
+        return decode

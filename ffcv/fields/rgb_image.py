@@ -139,7 +139,6 @@ class RGBImageField(Field):
         destination[0] = entry
 
     def get_decoder_class(self) -> Type:
-        from .decoders import SimpleRGBImageDecoder
         return SimpleRGBImageDecoder
 
     def read_value(self, metadata, read):
@@ -170,3 +169,7 @@ class RGBImageField(Field):
 
     def describe(self) -> str:
         return 'RGBImageField()'
+
+
+from .image_decoders import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: E402
+                             ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)

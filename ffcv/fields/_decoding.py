@@ -1,0 +1,42 @@
+"""Helpers shared by the decoders: batch-level blob lookup and error annotation."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..memory_managers.base import blob_location, locate_blobs
+from ..pipeline.compiler import Compiler
+
+
+def annotate(exc: BaseException, message: str) -> BaseException:
+    """Attach `message` (which sample, which field) to an exception raised while decoding."""
+    if hasattr(exc, 'add_note'):
+        exc.add_note(message)
+        return exc
+    return RuntimeError(f'{message}: {type(exc).__name__}: {exc}')
+
+
+def batch_blobs(ptrs: np.ndarray, storage_state):
+    """(memory, starts, sizes) of the heap data at `ptrs` (one per sample of a batch)."""
+    starts, sizes = locate_blobs(ptrs, storage_state)
+    return storage_state[0], starts, sizes
+
+
+@numba.njit(nogil=True, cache=True)
+def copy_blobs(indices, ptr_column, storage_state, destination, zero_tail):
+    """destination[i, :n] = blob of sample indices[i] (destination: (B, L) uint8); zero the tail."""
+    memory = storage_state[0]
+    for i in range(indices.shape[0]):
+        start, size = blob_location(ptr_column[indices[i]], storage_state)
+        n = min(size, destination.shape[1])
+        destination[i, :n] = memory[start:start + n]
+        if zero_tail:
+            destination[i, n:] = 0
+    return destination
+
+
+def run_kernel(kernel, *args):
+    """Call a compiled kernel, or its Python source when compilation is disabled."""
+    if Compiler.is_enabled:
+        return kernel(*args)
+    return kernel.py_func(*args)

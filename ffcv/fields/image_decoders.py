@@ -1,0 +1,190 @@
+"""Decoders of `RGBImageField`: whole images, random resized crops and center crops.
+
+They run as Python over the batch (one worker thread per batch); the heavy work, JPEG decoding
+(libjpeg-turbo through simplejpeg) and resizing (OpenCV INTER_AREA), happens in C with the GIL released.
+Raw images are copied by a compiled kernel. When a crop is at least twice the output size, JPEGs are
+decoded at a reduced scale in the DCT domain (M/8), which is several times cheaper.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+from .. import codec
+from ..pipeline.allocation_query import AllocationQuery
+from ..pipeline.operation import Operation
+from ._crop import center_crop_windows, random_resized_crop_windows
+from ._decoding import annotate, batch_blobs, copy_blobs, run_kernel
+from .rgb_image import IMAGE_MODES
+
+JPG, RAW = IMAGE_MODES['jpg'], IMAGE_MODES['raw']
+
+
+def _size_range(column) -> str:
+    heights, widths = column['height'], column['width']
+    return f'{int(widths.min())}x{int(heights.min())} to {int(widths.max())}x{int(heights.max())} (WxH)'
+
+
+def _check_decoded_size(image: np.ndarray, height: int, width: int, scaled: bool) -> None:
+    """A JPEG whose header disagrees with the stored metadata is corrupt."""
+    if scaled:  # M/8 scaling rounds up: ceil(side * M / 8)
+        factor = image.shape[0] / height
+        ok = abs(image.shape[1] - width * factor) <= 1 + factor
+    else:
+        ok = image.shape[:2] == (height, width)
+    if not ok:
+        raise codec.JPEGDecodeError(f'JPEG is {image.shape[1]}x{image.shape[0]} but the metadata says '
+                                    f'{width}x{height}')
+
+
+class SimpleRGBImageDecoder(Operation):
+    """Decode whole images to (B, H, W, 3) uint8; every image of the field must have the same size."""
+
+    def declare_state_and_memory(self, previous_state):
+        column = self.metadata
+        if column.size == 0:
+            shape = (0, 0, 3)
+        else:
+            if (column['height'] != column['height'][0]).any() or (column['width'] != column['width'][0]).any():
+                raise TypeError(
+                    f'SimpleRGBImageDecoder needs images of one size, but this field holds sizes from '
+                    f'{_size_range(column)}; use RandomResizedCropRGBImageDecoder(output_size) or '
+                    f'CenterCropRGBImageDecoder(output_size, ratio) instead')
+            shape = (int(column['height'][0]), int(column['width'][0]), 3)
+        return (replace(previous_state, jit_mode=True, shape=shape, dtype=np.dtype('uint8')),
+                AllocationQuery(shape, np.dtype('uint8')))
+
+    def generate_code(self):
+        def decode(indices, destination, metadata, storage_state):
+            entries = metadata[indices]
+            jpeg = np.flatnonzero(entries['mode'] == JPG)
+            if jpeg.size < indices.shape[0]:  # raw images: one compiled copy for the batch
+                flat = destination.reshape(destination.shape[0], -1)
+                run_kernel(copy_blobs, indices, metadata['data_ptr'], storage_state, flat, False)
+            if jpeg.size:
+                memory, starts, sizes = batch_blobs(entries['data_ptr'][jpeg], storage_state)
+                for k, i in enumerate(jpeg):
+                    try:
+                        image = codec.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=destination[i])
+                        _check_decoded_size(image, destination.shape[1], destination.shape[2], False)
+                    except Exception as exc:
+                        raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
+            return destination
+        decode.python_code = True
+        return decode
+
+
+class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
+    """Base of the decoders that crop a window of each image and resize it to `output_size` (h, w).
+
+    Works with images of any size. `output_size` may be changed between epochs (progressive resizing).
+    Subclasses implement `crop_windows(heights, widths, seeds)`.
+    """
+    needs_seeds = False
+
+    def __init__(self, output_size: Tuple[int, int], dct_scaling: bool = True):
+        super().__init__()
+        self.output_size = output_size
+        self.dct_scaling = dct_scaling
+        self._scratch = threading.local()
+
+    def declare_state_and_memory(self, previous_state):
+        height, width = (int(s) for s in self.output_size)
+        if height < 1 or width < 1:
+            raise ValueError(f'output_size must be positive, got {self.output_size}')
+        column = self.metadata
+        self._max_pixels = int((column['height'].astype(np.int64) * column['width']).max()) if column.size else 0
+        shape = (height, width, 3)
+        return (replace(previous_state, jit_mode=True, shape=shape, dtype=np.dtype('uint8')),
+                AllocationQuery(shape, np.dtype('uint8')))
+
+    def crop_windows(self, heights, widths, seeds) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scratch_buffer(self) -> np.ndarray:
+        buffer = getattr(self._scratch, 'buffer', None)
+        if buffer is None or buffer.size < self._max_pixels * 3:
+            buffer = self._scratch.buffer = np.empty(self._max_pixels * 3, np.uint8)
+        return buffer
+
+    def generate_code(self):
+        dct_scaling = self.dct_scaling
+
+        def decode(indices, destination, metadata, storage_state, seeds=None):
+            entries = metadata[indices]
+            heights, widths = entries['height'].astype(np.int64), entries['width'].astype(np.int64)
+            windows = self.crop_windows(heights, widths, seeds)
+            memory, starts, sizes = batch_blobs(entries['data_ptr'], storage_state)
+            out_h, out_w = destination.shape[1:3]
+            scratch = None
+            for i in range(indices.shape[0]):
+                height, width = heights[i], widths[i]
+                top, left, crop_h, crop_w = windows[i]
+                blob = memory[starts[i]:starts[i] + sizes[i]]
+                try:
+                    if entries['mode'][i] == RAW:
+                        image = blob.reshape(height, width, 3)
+                    else:
+                        if scratch is None:
+                            scratch = self._scratch_buffer()
+                        need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
+                        scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
+                        image = codec.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
+                                                  min_width=need_w if scaled else 0)
+                        _check_decoded_size(image, height, width, scaled)
+                        if scaled:
+                            scale_y, scale_x = image.shape[0] / height, image.shape[1] / width
+                            top, left = int(top * scale_y), int(left * scale_x)
+                            crop_h = max(1, min(round(crop_h * scale_y), image.shape[0] - top))
+                            crop_w = max(1, min(round(crop_w * scale_x), image.shape[1] - left))
+                    cv2.resize(image[top:top + crop_h, left:left + crop_w], (out_w, out_h),
+                               dst=destination[i], interpolation=cv2.INTER_AREA)
+                except Exception as exc:
+                    raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
+            return destination
+        decode.python_code = True
+        decode.with_seeds = self.needs_seeds
+        return decode
+
+
+class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):
+    """Decode a random crop of each image (torchvision's RandomResizedCrop rule) resized to `output_size`.
+
+    Parameters
+    ----------
+    output_size : (int, int)
+        Output (height, width).
+    scale : (float, float)
+        Range of the crop's area as a fraction of the image's.
+    ratio : (float, float)
+        Range of the crop's aspect ratio (width / height), sampled log-uniformly.
+    """
+    needs_seeds = True
+
+    def __init__(self, output_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        super().__init__(output_size)
+        self.scale = scale
+        self.ratio = ratio
+
+    def crop_windows(self, heights, widths, seeds):
+        out = np.empty((heights.shape[0], 4), np.int64)
+        return run_kernel(random_resized_crop_windows, heights, widths, seeds, float(self.scale[0]),
+                          float(self.scale[1]), float(np.log(self.ratio[0])), float(np.log(self.ratio[1])), out)
+
+
+class CenterCropRGBImageDecoder(ResizedCropRGBImageDecoder):
+    """Decode the central square of side ``ratio * min(H, W)`` of each image, resized to `output_size`.
+
+    ``ratio=224/256`` is the usual ImageNet validation crop.
+    """
+
+    def __init__(self, output_size, ratio: float):
+        super().__init__(output_size)
+        self.ratio = ratio
+
+    def crop_windows(self, heights, widths, seeds):
+        return center_crop_windows(heights, widths, self.ratio)

@@ -1,0 +1,205 @@
+"""`EpochIterator`: builds one epoch's batches on worker threads and hands them out in order.
+
+Threads, not processes: each worker takes the next batch number, runs every output pipeline for it into
+the buffers of slot ``batch % slots`` and publishes the result. Workers may run at most `lookahead`
+batches ahead of the consumer, so a slot is never rewritten while the consumer can still hold it.
+
+Failure and shutdown rules (no hangs):
+* an exception in a worker is stored with its batch and re-raised by the consumer when it asks for that
+  batch, with the original traceback and a note naming the batch and samples; the epoch then stops;
+* breaking out of the loop, deleting the iterator, Ctrl-C or interpreter exit stop the workers: they
+  only ever wait on a condition that `close()` signals, and they hold no reference to the iterator.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+_live_states: "weakref.WeakSet[_EpochState]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for state in list(_live_states):
+        state.close()
+
+
+class _EpochState:
+    """Everything the workers share; owned by an `EpochIterator`, never referencing it."""
+
+    def __init__(self, pipelines, batches: List[np.ndarray], first_batch: int, context, metadata, seed: int,
+                 epoch: int, num_threads: int, lookahead: int, slots: int, use_cuda: bool):
+        self.pipelines = pipelines
+        self.batches = batches
+        self.context = context
+        self.metadata = metadata
+        self.seed, self.epoch = seed, epoch
+        self.lookahead, self.slots = lookahead, slots
+        self.condition = threading.Condition()
+        self.next_batch = first_batch      # next batch number a worker will take
+        self.released = first_batch - 1    # highest batch the consumer is done with
+        self.results = {}                  # batch -> outputs tuple, or BaseException
+        self.stopped = False
+        self.use_cuda = use_cuda
+        if use_cuda:
+            self.streams = [torch.cuda.Stream() for _ in range(slots)]
+            self.ready_events = [torch.cuda.Event() for _ in range(slots)]
+            self.release_events: List[Optional[torch.cuda.Event]] = [None] * slots
+        self.threads = [threading.Thread(target=_worker, args=(self,), daemon=True,
+                                         name=f'ffcv-epoch{epoch}-worker{k}') for k in range(num_threads)]
+        _live_states.add(self)
+        for thread in self.threads:
+            thread.start()
+
+    def take_batch(self) -> Optional[int]:
+        """Next batch to build, waiting for a free slot; None when there is nothing left or we stop."""
+        with self.condition:
+            while True:
+                if self.stopped or self.next_batch >= len(self.batches):
+                    return None
+                if self.next_batch <= self.released + self.slots:
+                    batch = self.next_batch
+                    self.next_batch += 1
+                    return batch
+                self.condition.wait()
+
+    def publish(self, batch: int, result) -> None:
+        with self.condition:
+            self.results[batch] = result
+            if isinstance(result, BaseException):
+                self.stopped = True  # the epoch cannot continue past a failed batch
+            self.condition.notify_all()
+
+    def close(self) -> None:
+        with self.condition:
+            if self.stopped and not self.threads:
+                return
+            self.stopped = True
+            self.condition.notify_all()
+        current = threading.current_thread()
+        for thread in self.threads:
+            if thread is not current:
+                thread.join(timeout=10)
+        self.threads = []
+        self.results.clear()
+        try:
+            self.context.close()
+        finally:
+            _live_states.discard(self)
+
+
+def _worker(state: _EpochState) -> None:
+    while True:
+        batch = state.take_batch()
+        if batch is None:
+            return
+        try:
+            result = _build_batch(state, batch)
+        except BaseException as exc:  # noqa: B902 - handed to the consumer, never lost
+            indices = state.batches[batch]
+            shown = ', '.join(str(int(i)) for i in indices[:8]) + (', ...' if len(indices) > 8 else '')
+            if hasattr(exc, 'add_note'):
+                exc.add_note(f'raised in an ffcv loader worker thread while building batch {batch} of epoch '
+                             f'{state.epoch} (samples {shown})')
+            state.publish(batch, exc)
+            return
+        state.publish(batch, result)
+
+
+def _build_batch(state: _EpochState, batch: int):
+    slot = batch % state.slots
+    indices = state.batches[batch]
+    state.context.start_batch(batch)
+    try:
+        if state.use_cuda:
+            stream = state.streams[slot]
+            release = state.release_events[slot]
+            if release is not None:
+                stream.wait_event(release)  # the consumer is done with this slot's previous batch
+            with torch.cuda.stream(stream):
+                outputs = _run_pipelines(state, slot, indices)
+                state.ready_events[slot].record(stream)
+        else:
+            outputs = _run_pipelines(state, slot, indices)
+    finally:
+        state.context.end_batch(batch)
+    return outputs
+
+
+def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray):
+    storage_state = state.context.state
+    return tuple(p.run(slot, indices, state.metadata[f'f{p.field_index}'], storage_state, state.seed,
+                       state.epoch) for p in state.pipelines)
+
+
+class EpochIterator:
+    """Iterator over the batches of one epoch (returned by ``iter(loader)``)."""
+
+    def __init__(self, loader, batches: Sequence[np.ndarray], first_batch: int, context, epoch: int):
+        self.loader_ref = weakref.ref(loader)
+        self.epoch = epoch
+        self.num_batches = len(batches)
+        self.current = first_batch - 1  # batch held by the consumer
+        use_cuda = torch.cuda.is_available() and any(p.uses_cuda for p in loader.pipelines)
+        num_threads = max(1, min(loader.num_workers, len(batches) - first_batch))
+        self._state = _EpochState(loader.pipelines, list(batches), first_batch, context, loader.reader.metadata,
+                                  loader.seed, epoch, num_threads, loader.lookahead, loader.slots, use_cuda)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        state = self._state
+        loader = self.loader_ref()
+        finished = self.current  # the consumer is done with the batch it held
+        if state.use_cuda and finished >= 0:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream())
+            state.release_events[finished % state.slots] = event
+        wanted = finished + 1
+        if wanted >= self.num_batches:
+            if loader is not None:
+                loader._batches_served = self.num_batches
+            self.close()
+            raise StopIteration
+        with state.condition:
+            state.released = finished
+            state.results.pop(finished, None)
+            state.condition.notify_all()
+            while wanted not in state.results:
+                if state.stopped and not state.threads:
+                    raise RuntimeError('the loader was closed')
+                state.condition.wait(timeout=0.5)
+            result = state.results[wanted]
+        if isinstance(result, BaseException):
+            self.close()
+            raise result
+        if state.use_cuda:
+            torch.cuda.current_stream().wait_event(state.ready_events[wanted % state.slots])
+        self.current = wanted
+        if loader is not None:
+            loader._batches_served = wanted + 1
+        return result
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def close(self) -> None:
+        """Stop the workers and release the epoch's memory (idempotent)."""
+        self._state.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __del__(self):
+        state = getattr(self, '_state', None)
+        if state is not None:
+            state.close()

@@ -1,0 +1,253 @@
+"""`Loader`: FFCV's data loader (same signature), deterministic, resumable and hang-free."""
+from __future__ import annotations
+
+import enum
+import os
+import warnings
+from typing import Mapping, Optional, Sequence, Type, Union
+
+import numpy as np
+import torch
+
+from ..memory_managers import OSCacheManager
+from ..pipeline.graph import build_pipelines
+from ..reader import Reader
+from ..traversal_order.base import TraversalOrder
+from ..utils import available_cpus
+from .epoch_iterator import EpochIterator
+
+
+class OrderOption(enum.Enum):
+    """Built-in sample orders."""
+    SEQUENTIAL = enum.auto()
+    RANDOM = enum.auto()
+    QUASI_RANDOM = enum.auto()
+
+
+def _order_class(order) -> Type[TraversalOrder]:
+    from ..traversal_order import QuasiRandom, Random, Sequential
+    if isinstance(order, OrderOption):
+        return {OrderOption.SEQUENTIAL: Sequential, OrderOption.RANDOM: Random,
+                OrderOption.QUASI_RANDOM: QuasiRandom}[order]
+    if isinstance(order, type) and issubclass(order, TraversalOrder):
+        return order
+    raise ValueError(f'order must be an OrderOption (SEQUENTIAL, RANDOM, QUASI_RANDOM) or a TraversalOrder '
+                     f'subclass, got {order!r}')
+
+
+def _default_os_cache() -> bool:
+    value = os.environ.get('FFCV_DEFAULT_CACHE_PROCESS', '0')
+    try:
+        return int(value) == 0
+    except ValueError:
+        return True
+
+
+DEFAULT_OS_CACHE = _default_os_cache()
+
+
+class Loader:
+    """Loads batches from a `.beton` file through compiled pipelines run by worker threads.
+
+    Parameters
+    ----------
+    fname : str
+        The `.beton` file.
+    batch_size : int
+        Samples per batch (per process when `distributed`).
+    num_workers : int
+        Worker threads (< 1: every CPU this process may use).
+    os_cache : bool
+        True: memory-map the file (OS page cache). False: a process cache that reads pages ahead of the
+        order (use with QUASI_RANDOM for datasets larger than RAM).
+    order : OrderOption or TraversalOrder subclass
+        Sample order.
+    distributed : bool
+        Take rank and world size from torch.distributed: each rank gets its share of one global order.
+    seed : int, optional
+        Seed of the order and of every random augmentation. With a seed, batches are identical for any
+        number of workers and from run to run. None: a random seed (see `loader.seed`).
+    indices : sequence of int, optional
+        Subset of the file's samples to use.
+    pipelines : mapping
+        Output name -> list of operations (the first may be a decoder), a PipelineSpec, or None to skip
+        a field. Fields not mentioned are decoded with their default decoder + ToTensor().
+    custom_fields : mapping
+        Field name -> Field class for fields written with a custom Field (type id 255).
+    drop_last : bool
+        Drop the last incomplete batch.
+    batches_ahead : int
+        Batches prepared ahead of the one being consumed.
+    recompile : bool
+        Regenerate the pipelines' code at every epoch (for ops whose code depends on mutable attributes).
+    order_kwargs : mapping
+        Extra keyword arguments of the order class.
+
+    Iterating gives one epoch; each batch is a tuple with one entry per output (fields in file order,
+    then extra outputs). ``state_dict()`` / ``load_state_dict()`` resume mid-epoch exactly.
+    """
+
+    def __init__(self, fname: str, batch_size: int, num_workers: int = -1, os_cache: bool = DEFAULT_OS_CACHE,
+                 order: Union[OrderOption, Type[TraversalOrder]] = OrderOption.SEQUENTIAL,
+                 distributed: bool = False, seed: Optional[int] = None, indices: Optional[Sequence[int]] = None,
+                 pipelines: Optional[Mapping] = None, custom_fields: Optional[Mapping] = None,
+                 drop_last: bool = True, batches_ahead: int = 3, recompile: bool = False,
+                 order_kwargs: Optional[Mapping] = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
+        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)):
+            raise ValueError(f'num_workers must be an integer (< 1: all CPUs), got {num_workers!r}')
+        if isinstance(batches_ahead, bool) or not isinstance(batches_ahead, (int, np.integer)) or batches_ahead < 1:
+            raise ValueError(f'batches_ahead must be a positive integer, got {batches_ahead!r}')
+        self.fname = os.fspath(fname)
+        self.batch_size = int(batch_size)
+        self.num_workers = available_cpus() if num_workers < 1 else int(num_workers)
+        self.os_cache = os_cache
+        self.distributed = distributed
+        self.drop_last = drop_last
+        self.batches_ahead = int(batches_ahead)
+        self.recompile = recompile
+        self.lookahead = max(self.batches_ahead, self.num_workers)
+        self.slots = self.lookahead + 1
+        order_class = _order_class(order)
+        self.order_option = order
+
+        self.reader = Reader(self.fname, custom_handlers=dict(custom_fields or {}))
+        if indices is None:
+            self.indices = np.arange(self.reader.num_samples, dtype=np.int64)
+        else:
+            self.indices = np.array(indices, dtype=np.int64).reshape(-1)
+            bad = self.indices[(self.indices < 0) | (self.indices >= self.reader.num_samples)]
+            if bad.size:
+                raise IndexError(f'indices must lie in [0, {self.reader.num_samples}) for {self.fname}; '
+                                 f'got {int(bad[0])}')
+        if seed is None:
+            if distributed and order == OrderOption.RANDOM:
+                warnings.warn('distributed RANDOM order without a seed: using seed 0 on every rank so that '
+                              'ranks agree on the order', stacklevel=2)
+                seed = 0
+            else:
+                seed = int(np.random.randint(0, 2**31 - 1))
+        self.seed = int(seed)
+
+        if os_cache:
+            self.memory_manager = OSCacheManager(self.reader)
+        else:
+            from ..memory_managers.process_cache import ProcessCacheManager
+            self.memory_manager = ProcessCacheManager(self.reader)
+        self.traversal_order = order_class(self, **dict(order_kwargs or {}))
+
+        self._pipelines_arg = dict(pipelines or {})
+        self.pipelines = build_pipelines(dict(self._pipelines_arg), self.reader.handlers, self.reader.field_names,
+                                         self.reader.metadata, self.memory_manager.compile_reader(), self.fname)
+        self._generate_code()
+        self._buffers = {}
+        self.next_epoch = 0
+        self._batches_served = 0  # in the epoch being iterated (next_epoch - 1)
+        self._resume_batch = 0
+        first = self._epoch_order(0)
+        self._length = self._num_batches(len(first))
+
+    # -- order and length --
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        order = np.asarray(self.traversal_order.sample_order(epoch), dtype=np.int64)
+        if order.size and (order.min() < 0 or order.max() >= self.reader.num_samples):
+            raise IndexError(f'{type(self.traversal_order).__name__}.sample_order({epoch}) returned sample ids '
+                             f'outside [0, {self.reader.num_samples})')
+        return order
+
+    def _num_batches(self, num_samples: int) -> int:
+        if self.drop_last:
+            return num_samples // self.batch_size
+        return -(-num_samples // self.batch_size)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _generate_code(self) -> None:
+        for pipeline in self.pipelines:
+            pipeline.generate()
+
+    # -- iteration --
+
+    def __iter__(self) -> EpochIterator:
+        import cv2
+        cv2.setNumThreads(1)  # parallelism comes from the worker threads
+        epoch = self.next_epoch
+        order = self._epoch_order(epoch)
+        count = self._num_batches(len(order))
+        batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(count)]
+        for pipeline in self.pipelines:  # shapes may change between epochs (e.g. progressive resizing)
+            pipeline.declare()
+        if self.recompile:
+            self._generate_code()
+        pin = torch.cuda.is_available() and any(p.uses_cuda for p in self.pipelines)
+        for pipeline in self.pipelines:
+            pipeline.allocate(self.batch_size, self.slots, pin, self._buffers)
+        first_batch, self._resume_batch = self._resume_batch, 0
+        self.next_epoch = epoch + 1
+        self._batches_served = first_batch
+        context = self.memory_manager.schedule_epoch(batches)
+        return EpochIterator(self, batches, first_batch, context, epoch)
+
+    # -- resume --
+
+    def state_dict(self) -> dict:
+        """Position of the loader: resuming from it continues with the very next batch.
+
+        Call it between batches (e.g. when checkpointing after an optimizer step).
+        """
+        epoch = max(self.next_epoch - 1, 0)
+        served = self._batches_served if self.next_epoch > 0 else self._resume_batch
+        if self.next_epoch > 0 and served >= self._length:
+            epoch, served = self.next_epoch, 0
+        return {'epoch': int(epoch), 'batches_served': int(served), 'seed': self.seed,
+                'num_samples': self.reader.num_samples, 'length': self._length, 'batch_size': self.batch_size}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from a `state_dict()`: the next ``iter(loader)`` resumes that epoch at that batch."""
+        if state.get('num_samples', self.reader.num_samples) != self.reader.num_samples:
+            raise ValueError(f"state_dict is for a file of {state['num_samples']} samples; "
+                             f'{self.fname} has {self.reader.num_samples}')
+        if state.get('batch_size', self.batch_size) != self.batch_size:
+            raise ValueError(f"state_dict was saved with batch_size {state['batch_size']}, this loader uses "
+                             f'{self.batch_size}')
+        self.seed = int(state['seed'])
+        self.traversal_order.seed = self.seed
+        self.next_epoch = int(state['epoch'])
+        self._resume_batch = int(state['batches_served'])
+        self._batches_served = self._resume_batch
+
+    # -- FFCV extras --
+
+    def filter(self, field_name: str, condition) -> 'Loader':
+        """A new Loader (same arguments) over the samples whose decoded `field_name` satisfies `condition`.
+
+        `condition` receives each sample's decoded value (default pipeline: decoder + ToTensor).
+        """
+        if field_name not in self.reader.handlers:
+            raise ValueError(f"'{field_name}' is not a field of {self.fname}")
+        probe = Loader(self.fname, batch_size=self.batch_size, num_workers=self.num_workers, indices=self.indices,
+                       drop_last=False, custom_fields=self.reader.custom_handlers,
+                       pipelines={name: None for name in self.reader.field_names if name != field_name})
+        keep, position = [], 0
+        for (values,) in probe:
+            for value in values:
+                if condition(value):
+                    keep.append(int(self.indices[position]))
+                position += 1
+        return Loader(self.fname, batch_size=self.batch_size, num_workers=self.num_workers, os_cache=self.os_cache,
+                      order=self.order_option, distributed=self.distributed, seed=self.seed, indices=keep,
+                      pipelines=self._pipelines_arg, custom_fields=self.reader.custom_handlers,
+                      drop_last=self.drop_last, batches_ahead=self.batches_ahead, recompile=self.recompile)
+
+    @property
+    def code(self):
+        """The per-step functions of every output (for inspection)."""
+        return [[step.function for step in p.steps] for p in self.pipelines]
+
+    def close(self) -> None:
+        """Release the file map (epochs in progress stop when their iterator is closed or dropped)."""
+        self._buffers.clear()
+

@@ -1,0 +1,53 @@
+"""`Compiler`: turns operation code into numba functions (or leaves it as Python when disabled)."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import numba
+
+from ..utils import available_cpus
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, '0').strip().lower() not in ('', '0', 'false', 'no')
+
+
+class Compiler:
+    """Process-wide compilation switch and thread count (FFCV-compatible class API).
+
+    ``Compiler.set_enabled(False)`` or ``FFCV_DISABLE_JIT=1`` runs every pipeline as plain Python with
+    identical results (slow, but debuggable with pdb and ordinary tracebacks).
+    """
+    is_enabled: bool = not _env_flag('FFCV_DISABLE_JIT')
+    num_threads: int = 1
+
+    @classmethod
+    def set_enabled(cls, enabled: bool) -> None:
+        cls.is_enabled = bool(enabled)
+
+    @classmethod
+    def set_num_threads(cls, n: int) -> None:
+        """Threads used by loaders created afterwards (n < 1: every CPU this process may use)."""
+        cls.num_threads = available_cpus() if n < 1 else int(n)
+
+    @classmethod
+    def compile(cls, code: Callable, signature: Optional[object] = None) -> Callable:
+        """numba-compile `code` (nopython, nogil), unless disabled, already compiled or marked Python."""
+        if not cls.is_enabled or getattr(code, 'python_code', False) or is_compiled(code):
+            return code
+        options = dict(nogil=True, fastmath=True, error_model='numpy')
+        compiled = numba.njit(signature, **options)(code) if signature else numba.njit(**options)(code)
+        for attribute in ('with_indices', 'with_seeds', 'is_parallel'):
+            if hasattr(code, attribute):
+                setattr(compiled, attribute, getattr(code, attribute))
+        return compiled
+
+    @classmethod
+    def get_iterator(cls):
+        """The loop construct for per-sample loops inside operation code (numba.prange)."""
+        return numba.prange
+
+
+def is_compiled(code: Callable) -> bool:
+    return isinstance(code, numba.core.registry.CPUDispatcher)

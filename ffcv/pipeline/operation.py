@@ -1,0 +1,67 @@
+"""`Operation`: the protocol every decoder and transform implements (FFCV-compatible).
+
+An operation is set up once per epoch and then run once per batch:
+
+1. ``declare_state_and_memory(previous_state) -> (next_state, allocation)``: given the `State` of its
+   input, return the state of its output and the buffer(s) it needs (`AllocationQuery`, a sequence
+   of them, or None for an in-place op). Raise here if the input is not what the op can handle.
+2. ``generate_code() -> function``: the function applied to each batch.
+
+   * a decoder's function is ``f(batch_indices, destination, metadata, storage_state)``;
+   * a transform's function is ``f(batch, destination)`` and returns its output batch.
+
+   Attributes set on the returned function change how it is called:
+
+   * ``with_indices = True``: receives the batch's sample indices as an extra argument;
+   * ``is_parallel = True``: accepted for FFCV compatibility (prange is allowed in the body);
+   * ``with_seeds = True`` (ours): receives a uint64 array of per-sample random seeds, a pure
+     function of (loader seed, epoch, sample index, op position), after the indices;
+   * ``python_code = True`` (ours): the function is plain Python (it may release the GIL inside C
+     code) and is never given to numba.
+
+   Functions of operations whose output state has ``jit_mode=True`` are compiled with numba
+   (nopython, nogil) unless compilation is disabled (`Compiler.set_enabled(False)` or the
+   environment variable ``FFCV_DISABLE_JIT=1``).
+
+Decoders additionally see ``self.field`` (the `Field` of their column), ``self.metadata`` (the column of
+the metadata table) and ``self.memory_read`` (a compiled ``read(ptr, storage_state) -> uint8 array``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Optional, Tuple
+
+from .allocation_query import Allocation
+from .state import State
+
+
+class Operation(ABC):
+    """Base class of decoders and transforms (see the module docstring for the protocol)."""
+
+    def __init__(self):
+        self.metadata = None
+        self.memory_read = None
+
+    def accept_field(self, field) -> None:
+        self.field = field
+
+    def accept_globals(self, metadata, memory_read) -> None:
+        self.metadata = metadata
+        self.memory_read = memory_read
+
+    @abstractmethod
+    def generate_code(self) -> Callable:
+        """Return the function run on every batch."""
+
+    @abstractmethod
+    def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Allocation]:
+        """Return the output state and the buffers to allocate."""
+
+    def declare_shared_memory(self, previous_state: State) -> Optional[object]:
+        return None
+
+    def generate_code_for_shared_state(self) -> Optional[Callable]:
+        return None
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
