@@ -68,4 +68,5 @@ def test_torch_tensor_round_trip(tmp_beton):
 
 def test_torch_tensor_rejects_wrong_dtype(tmp_beton):
     with pytest.raises(DatasetWriteError, match="field 't'.*dtype"):
-        write_and_read(tmp_beton(), {'t': TorchTensorField(torch.float32, (2,))}, [(torch.zeros(2, dtype=torch.int64),)])
+        write_and_read(tmp_beton(), {'t': TorchTensorField(torch.float32, (2,))},
+                       [(torch.zeros(2, dtype=torch.int64),)])

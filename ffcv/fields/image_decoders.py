@@ -82,7 +82,9 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
     """Base of the decoders that crop a window of each image and resize it to `output_size` (h, w).
 
     Works with images of any size. `output_size` may be changed between epochs (progressive resizing).
-    Subclasses implement `crop_windows(heights, widths, seeds)`.
+    With `dct_scaling` (default), a JPEG whose crop is at least twice the output size is decoded at a
+    reduced scale; the result differs from a full-size decode by resampling detail only (the window
+    moves by at most one source pixel). Subclasses implement `crop_windows(heights, widths, seeds)`.
     """
     needs_seeds = False
 
@@ -165,8 +167,8 @@ class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):
     """
     needs_seeds = True
 
-    def __init__(self, output_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-        super().__init__(output_size)
+    def __init__(self, output_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *, dct_scaling: bool = True):
+        super().__init__(output_size, dct_scaling)
         self.scale = scale
         self.ratio = ratio
 
@@ -182,8 +184,8 @@ class CenterCropRGBImageDecoder(ResizedCropRGBImageDecoder):
     ``ratio=224/256`` is the usual ImageNet validation crop.
     """
 
-    def __init__(self, output_size, ratio: float):
-        super().__init__(output_size)
+    def __init__(self, output_size, ratio: float, *, dct_scaling: bool = True):
+        super().__init__(output_size, dct_scaling)
         self.ratio = ratio
 
     def crop_windows(self, heights, widths, seeds):

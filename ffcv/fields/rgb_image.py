@@ -171,5 +171,6 @@ class RGBImageField(Field):
         return 'RGBImageField()'
 
 
-from .image_decoders import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: E402
+# FFCV users import the decoders from here too
+from .image_decoders import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: E402,F401
                              ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)

@@ -15,13 +15,9 @@ import torch
 from .allocation_query import AllocationQuery, allocate_query
 from .compiler import Compiler
 from .operation import Operation
-from .pipeline_spec import PipelineSpec
+from .pipeline_spec import PipelineError, PipelineSpec
 from .seeding import batch_seeds, op_key
 from .state import State, initial_state
-
-
-class PipelineError(ValueError):
-    """A pipeline cannot work as specified; the message names the pipeline, the step and the fix."""
 
 
 @dataclass

@@ -8,6 +8,10 @@ import torch
 from .operation import Operation
 
 
+class PipelineError(ValueError):
+    """A pipeline cannot work as specified; the message names the pipeline, the step and the fix."""
+
+
 def _wrap_modules(operations: Sequence) -> List[Operation]:
     from ..transforms.module import ModuleWrapper
     return [ModuleWrapper(op) if isinstance(op, torch.nn.Module) else op for op in operations]
@@ -44,14 +48,14 @@ class PipelineSpec:
             self.decoder = self.transforms.pop(0)
         if self.decoder is None:
             if self.transforms and _looks_like_decoder(self.transforms[0]):
-                raise ValueError(
+                raise PipelineError(
                     f"pipeline '{output_name}' starts with {type(self.transforms[0]).__name__}, which cannot "
                     f"decode field '{self.source}' (its decoders are {decoder_class.__name__} and "
                     'subclasses)')
             try:
                 self.decoder = decoder_class()
             except TypeError as exc:
-                raise ValueError(f"pipeline '{output_name}': the default decoder {decoder_class.__name__} needs "
+                raise PipelineError(f"pipeline '{output_name}': the default decoder {decoder_class.__name__} needs "
                                  f'arguments ({exc}); put an instance at the head of the pipeline') from None
             if self.default_pipeline:
                 self.transforms = [ToTensor()]

@@ -133,15 +133,20 @@ class Convert(Operation):
         if previous_state.jit_mode and isinstance(self.target_dtype, torch.dtype):
             raise ValueError(f'receives a NumPy array but converts to torch dtype {self.target_dtype}; '
                              'insert ToTensor() before it or pass a NumPy dtype')
-        dtype = self.target_dtype if not previous_state.jit_mode else np.dtype(self.target_dtype)
+        dtype = np.dtype(self.target_dtype) if previous_state.jit_mode else torch_dtype_of(self.target_dtype)
         return replace(previous_state, dtype=dtype), None
 
     def generate_code(self):
         target = self.target_dtype
+        if not isinstance(target, torch.dtype):
+            target_torch = torch_dtype_of(target)
+
+        else:
+            target_torch = target
 
         def convert(batch, destination):
             if isinstance(batch, torch.Tensor):
-                return batch.to(target)
+                return batch.to(target_torch)
             return batch.astype(target)
         return _python(convert)
 
