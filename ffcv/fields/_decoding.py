@@ -5,7 +5,6 @@ import numba
 import numpy as np
 
 from ..memory_managers.base import blob_location, locate_blobs
-from ..pipeline.compiler import Compiler
 
 
 def annotate(exc: BaseException, message: str) -> BaseException:
@@ -33,10 +32,3 @@ def copy_blobs(indices, ptr_column, storage_state, destination, zero_tail):
         if zero_tail:
             destination[i, n:] = 0
     return destination
-
-
-def run_kernel(kernel, *args):
-    """Call a compiled kernel, or its Python source when compilation is disabled."""
-    if Compiler.is_enabled:
-        return kernel(*args)
-    return kernel.py_func(*args)

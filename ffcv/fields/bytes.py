@@ -8,7 +8,8 @@ import numpy as np
 
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
-from ._decoding import copy_blobs, run_kernel
+from ..pipeline.compiler import run_kernel
+from ._decoding import copy_blobs
 from .base import Field, empty_arguments
 
 BYTES_METADATA = np.dtype([('ptr', '<u8'), ('size', '<u8')])

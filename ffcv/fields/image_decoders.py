@@ -18,7 +18,8 @@ from .. import codec
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
 from ._crop import center_crop_windows, random_resized_crop_windows
-from ._decoding import annotate, batch_blobs, copy_blobs, run_kernel
+from ..pipeline.compiler import run_kernel
+from ._decoding import annotate, batch_blobs, copy_blobs
 from .rgb_image import IMAGE_MODES
 
 JPG, RAW = IMAGE_MODES['jpg'], IMAGE_MODES['raw']

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
-from ._decoding import copy_blobs, run_kernel
+from ..pipeline.compiler import run_kernel
+from ._decoding import copy_blobs
 from .base import ARG_TYPE, Field
 
 # Argument blob: 32 shape slots (unused trailing ones 0), the length of the dtype JSON, the JSON

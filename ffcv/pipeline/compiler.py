@@ -51,3 +51,10 @@ class Compiler:
 
 def is_compiled(code: Callable) -> bool:
     return isinstance(code, numba.core.registry.CPUDispatcher)
+
+
+def run_kernel(kernel, *args):
+    """Call a module-level numba kernel, or its Python source when compilation is disabled."""
+    if Compiler.is_enabled:
+        return kernel(*args)
+    return kernel.py_func(*args)
