@@ -101,8 +101,9 @@ class MemoryManager(ABC):
         self.sorted_sizes = reader.sorted_sizes
 
     @abstractmethod
-    def schedule_epoch(self, batches: Sequence[np.ndarray]) -> MemoryContext:
-        """Context for an epoch that visits `batches` (arrays of sample ids) in this order."""
+    def schedule_epoch(self, batches: Sequence[np.ndarray], first_batch: int = 0) -> MemoryContext:
+        """Context for an epoch that visits `batches` (arrays of sample ids) in this order, starting
+        at batch `first_batch` (> 0 when an epoch is resumed: earlier batches are never started)."""
 
     def compile_reader(self):
         """The compiled ``read(ptr, storage_state) -> uint8 array`` given to decoders."""

@@ -40,5 +40,5 @@ class OSCacheManager(MemoryManager):
                            self.sorted_sizes)
         return self._state
 
-    def schedule_epoch(self, batches: Sequence[np.ndarray]) -> MemoryContext:
+    def schedule_epoch(self, batches: Sequence[np.ndarray], first_batch: int = 0) -> MemoryContext:
         return OSCacheContext(self)

@@ -1,11 +1,7 @@
-"""Sample orders."""
+"""Sample orders of an epoch: `Sequential`, `Random`, `QuasiRandom`, or a `TraversalOrder` subclass."""
 from .base import TraversalOrder
+from .quasi_random import QuasiRandom
 from .random import Random
 from .sequential import Sequential
-
-try:
-    from .quasi_random import QuasiRandom
-except ImportError:  # being written
-    QuasiRandom = None
 
 __all__ = ['TraversalOrder', 'Sequential', 'Random', 'QuasiRandom']

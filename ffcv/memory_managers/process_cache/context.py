@@ -1,0 +1,291 @@
+"""`ProcessCacheContext`: one epoch of the process cache.
+
+Worker threads call ``start_batch(b)`` / ``end_batch(b)``; a small pool of reader threads copies whole
+pages from the file into slots with ``os.preadv`` (which releases the GIL). All bookkeeping happens
+under one condition variable:
+
+* ``start_batch(b)`` allows every page first needed by a batch up to ``b + prefetch`` to be read,
+  hands as many of them as there are free slots to the readers (in order of first use, so the pages of
+  the oldest batches always get memory first and the schedule cannot deadlock), then waits until the
+  pages of ``b`` are resident, one of them failed (OSError), or the context is closed.
+* ``end_batch(b)`` drops one use of each page of ``b``; a page whose every batch has ended gives its
+  slot back and the next waiting pages are handed out.
+
+The reader threads only hold a reference to the shared `_PageCache`, never to the context, so a
+context that is dropped without ``close()`` is still closed by its finaliser.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+from typing import List, Optional
+
+import numpy as np
+
+from ..base import ContextClosedError, MemoryContext
+from .schedule import EpochSchedule
+
+# Page states.
+WAITING, READING, LOADED, FAILED, RELEASED = range(5)
+_JOIN_TIMEOUT_S = 5.0
+_WAIT_S = 1.0       # a waiting worker re-checks the readers' health this often
+_STALL_WAITS = 5    # quiet waits (nothing read, no batch in progress) before giving up
+
+
+class _PageCache:
+    """State shared by the workers and the reader threads of one epoch."""
+
+    def __init__(self, file_name: str, page_size: int, page_shift: int, schedule: EpochSchedule,
+                 page_ends: np.ndarray, memory: np.ndarray, prefetch: int, num_readers: int):
+        self.file_name = file_name
+        self.page_size = page_size
+        self.page_shift = page_shift
+        self.schedule = schedule
+        self.page_ends = page_ends
+        self.memory = memory
+        self.prefetch = prefetch
+        self.num_readers = num_readers
+        num_pages = schedule.uses.size
+        self.page_table = np.full(num_pages, -1, np.int64)
+        self.slot_of = np.full(num_pages, -1, np.int64)
+        self.status = np.full(num_pages, WAITING, np.int8)
+        self.remaining = schedule.uses.copy()
+        self.ended = np.zeros(schedule.batch_offsets.size - 1, bool)
+        self.started = np.zeros(schedule.batch_offsets.size - 1, bool)
+        self.active = 0    # batches started and not yet ended
+        self.reading = 0   # pages handed to the readers and not yet done
+        self.progress = 0  # bumped by every event that may unblock a waiting worker
+        self.errors = {}
+        self.free_slots = list(range(schedule.num_slots - 1, -1, -1))
+        self.next_to_issue = 0
+        self.issue_limit = -1
+        self.cond = threading.Condition()
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: List[threading.Thread] = []
+        self.fd: Optional[int] = None
+        self.closed = False
+        if schedule.load_order.size:
+            self.fd = os.open(file_name, os.O_RDONLY)
+
+    # -- worker side (called with self.cond held) --
+
+    def issue(self) -> None:
+        """Hand pages that may be read now to the readers, while slots are free."""
+        order, first_use = self.schedule.load_order, self.schedule.first_use
+        while self.next_to_issue < order.size and self.free_slots:
+            page = order[self.next_to_issue]
+            if first_use[page] > self.issue_limit:
+                break
+            self.next_to_issue += 1
+            if self.status[page] != WAITING:  # every batch needing it already ended
+                continue
+            self.slot_of[page] = self.free_slots.pop()
+            self.status[page] = READING
+            self.reading += 1
+            self._start_readers()
+            self.requests.put((int(page), int(self.slot_of[page])))
+
+    def _start_readers(self) -> None:
+        if self.threads:
+            return
+        count = max(1, min(self.num_readers, self.schedule.load_order.size))
+        for i in range(count):
+            thread = threading.Thread(target=self._read_loop, name=f'ffcv-page-reader-{i}', daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def release(self, page: int) -> None:
+        """The last batch needing `page` ended: give its slot back (or never read it)."""
+        state = self.status[page]
+        if state == WAITING:
+            self.status[page] = RELEASED
+        elif state in (LOADED, FAILED):
+            self.page_table[page] = -1
+            self.free_slots.append(int(self.slot_of[page]))
+            self.status[page] = RELEASED
+        # READING: the reader frees the slot when it is done.
+
+    # -- reader threads --
+
+    def _read_loop(self) -> None:
+        while True:
+            request = self.requests.get()
+            if request is None or self.closed:
+                return
+            page, slot = request
+            error = None
+            try:
+                self._read_page(page, slot)
+            except Exception as exc:  # reported to the worker waiting for this page
+                error = exc
+            with self.cond:
+                if self.closed:
+                    return
+                self.reading -= 1
+                self.progress += 1
+                if error is not None:
+                    self.errors[page] = error
+                    self.status[page] = FAILED
+                else:
+                    self.page_table[page] = slot
+                    self.status[page] = LOADED
+                if self.remaining[page] == 0:
+                    self.release(page)
+                    self.issue()
+                self.cond.notify_all()
+
+    def _read_page(self, page: int, slot: int) -> None:
+        offset = page << self.page_shift
+        wanted = int(self.page_ends[page])
+        view = memoryview(self.memory)[slot * self.page_size:(slot + 1) * self.page_size]
+        done = 0
+        try:
+            while done < self.page_size:
+                if hasattr(os, 'preadv'):
+                    count = os.preadv(self.fd, [view[done:]], offset + done)
+                else:  # pragma: no cover (platforms without preadv)
+                    data = os.pread(self.fd, self.page_size - done, offset + done)
+                    view[done:done + len(data)] = data
+                    count = len(data)
+                if count == 0:
+                    break
+                done += count
+        except OSError as exc:
+            raise OSError(exc.errno, f'{self.file_name}: reading page {page} (bytes {offset}..'
+                          f'{offset + self.page_size}) failed: {exc.strerror}') from exc
+        if done < wanted:
+            raise OSError(errno.EIO, f'{self.file_name}: short read of page {page}: got {done} of the '
+                          f'{wanted} bytes its samples need at offset {offset} (was the file truncated or '
+                          'replaced after it was opened?)')
+
+    # -- shutdown --
+
+    def close(self) -> None:
+        with self.cond:
+            if self.closed:
+                return
+            self.closed = True
+            self.cond.notify_all()
+        while True:  # drop pending reads, then wake every reader
+            try:
+                self.requests.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self.threads:
+            self.requests.put(None)
+        current = threading.current_thread()
+        for thread in self.threads:
+            if thread is not current:
+                thread.join(_JOIN_TIMEOUT_S)
+        if self.fd is not None and not any(thread.is_alive() for thread in self.threads):
+            os.close(self.fd)  # (a reader stuck in a system call keeps it: never close an fd in use)
+            self.fd = None
+        self.memory = None
+
+
+class ProcessCacheContext(MemoryContext):
+    """Memory of one epoch read by `ProcessCacheManager` (see the module docstring).
+
+    Attributes
+    ----------
+    num_slots : int
+        Pages held in memory at most (memory = num_slots x page size).
+    schedule : EpochSchedule
+        Pages per batch and their first and last use.
+    """
+
+    def __init__(self, cache: _PageCache, sorted_ptrs: np.ndarray, sorted_sizes: np.ndarray):
+        self._cache = cache
+        self.schedule = cache.schedule
+        self.num_slots = cache.schedule.num_slots
+        self._state = (cache.memory, cache.page_table, np.int64(cache.page_shift), sorted_ptrs, sorted_sizes)
+
+    @property
+    def state(self) -> tuple:
+        if self._cache.closed:
+            raise ContextClosedError(f'{self._cache.file_name}: the memory context of this epoch is closed')
+        return self._state
+
+    def start_batch(self, batch: int) -> None:
+        """Read (and prefetch) what batch `batch` needs; return once its pages are in memory.
+
+        Raises OSError (naming the file) if one of its pages could not be read, and
+        `ContextClosedError` if the context is (or gets) closed meanwhile.
+        """
+        cache = self._cache
+        pages = self._pages(batch)
+        stalled = 0
+        with cache.cond:
+            while True:
+                if cache.closed:
+                    raise ContextClosedError(f'{cache.file_name}: batch {batch} was requested from a closed '
+                                             'memory context (the epoch was abandoned)')
+                cache.issue_limit = max(cache.issue_limit, batch + cache.prefetch)
+                cache.issue()
+                status = cache.status[pages]
+                if (status == LOADED).all():
+                    if not cache.started[batch]:
+                        cache.started[batch] = True
+                        cache.active += 1
+                        cache.progress += 1
+                    return
+                failed = pages[status == FAILED]
+                if failed.size:
+                    error = cache.errors[int(failed[0])]
+                    if isinstance(error, OSError):
+                        raise OSError(error.errno, error.strerror) from error
+                    raise RuntimeError(f'{cache.file_name}: reading page {int(failed[0])} failed: '
+                                       f'{error!r}') from error
+                if (status == RELEASED).any():
+                    raise RuntimeError(f'batch {batch} was started after end_batch({batch}) released its pages')
+                if (status == READING).any() and not any(thread.is_alive() for thread in cache.threads):
+                    raise RuntimeError(f'{cache.file_name}: the page reader threads stopped unexpectedly')
+                seen = cache.progress
+                cache.cond.wait(_WAIT_S)
+                # Nothing being read and no batch in progress: only a batch that never starts could
+                # free a slot. Give up after a few quiet waits rather than hang.
+                quiet = cache.progress == seen and cache.reading == 0 and cache.active == 0
+                stalled = stalled + 1 if quiet else 0
+                if stalled >= _STALL_WAITS:
+                    raise RuntimeError(
+                        f'{cache.file_name}: batch {batch} cannot get memory: all {self.num_slots} page slots '
+                        'are held by pages of batches that have not started, and no batch in progress can '
+                        'free one. An epoch resumed at batch k must be scheduled with '
+                        'schedule_epoch(batches, first_batch=k)')
+
+    def end_batch(self, batch: int) -> None:
+        """Batch `batch` no longer reads its pages; slots whose every batch ended are reused."""
+        cache = self._cache
+        pages = self._pages(batch)
+        with cache.cond:
+            if cache.closed or cache.ended[batch]:
+                return
+            cache.ended[batch] = True
+            cache.progress += 1
+            if cache.started[batch]:
+                cache.active -= 1
+            cache.remaining[pages] -= 1
+            for page in pages[cache.remaining[pages] == 0]:
+                cache.release(int(page))
+            cache.issue()
+
+    def _pages(self, batch: int) -> np.ndarray:
+        if not 0 <= batch < self.schedule.batch_offsets.size - 1:
+            raise IndexError(f'batch {batch} out of range: this epoch has '
+                             f'{self.schedule.batch_offsets.size - 1} batches')
+        return self.schedule.pages_of(batch)
+
+    def close(self) -> None:
+        """Stop the readers, close the file and drop the slots (idempotent; waiting workers wake up)."""
+        self._cache.close()
+        self._state = None
+
+    def __del__(self):
+        cache = getattr(self, '_cache', None)
+        if cache is not None:
+            try:
+                cache.close()
+            except Exception:  # interpreter shutdown: modules may already be gone
+                pass

@@ -1,0 +1,242 @@
+"""Memory managers: the process cache returns the OS cache's bytes, bounds memory, stops and fails cleanly."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from ffcv.fields import BytesField, IntField
+from ffcv.memory_managers import ContextClosedError, OSCacheManager, ProcessCacheManager
+from ffcv.memory_managers.base import locate_blobs, read_blob, read_blob_py
+from ffcv.reader import Reader
+from ffcv.traversal_order import QuasiRandom, Sequential
+
+from helpers import write_and_read
+
+PAGE = 1 << 21
+BATCH = 4
+
+
+@pytest.fixture(scope='module')
+def paged_file(tmp_path_factory):
+    """240 samples of 100-300 KB (every 17th empty) on 2 MiB pages: about 25 pages."""
+    rng = np.random.default_rng(3)
+    samples = [(np.zeros(0, np.uint8) if i % 17 == 0 else
+                rng.integers(0, 256, int(rng.integers(100_000, 300_000)), dtype=np.uint8), i) for i in range(240)]
+    path = os.fspath(tmp_path_factory.mktemp('memory') / 'paged.beton')
+    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=PAGE)
+    return path
+
+
+def batches_of(order, batch_size=BATCH):
+    return [np.asarray(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def quasi_batches(reader, seed=0, epoch=0):
+    loader = types.SimpleNamespace(indices=np.arange(reader.num_samples), seed=seed, distributed=False,
+                                   batch_size=BATCH, reader=reader, drop_last=False)
+    return batches_of(QuasiRandom(loader).sample_order(epoch))
+
+
+def run_epoch(context, batches, num_workers, check=None, jitter=0.0, first=0):
+    """Drive a context like the loader: workers take batches in increasing order, end them in any order."""
+    next_batch = iter(range(first, len(batches)))
+    lock = threading.Lock()
+    errors = []
+    rng = np.random.default_rng(num_workers)
+    delays = rng.uniform(0, jitter, len(batches))
+
+    def work():
+        while True:
+            with lock:
+                b = next(next_batch, None)
+            if b is None:
+                return
+            try:
+                context.start_batch(b)
+                if check is not None:
+                    check(b, context.state)
+                time.sleep(delays[b])
+                context.end_batch(b)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(num_workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), 'a worker hung'
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize('num_workers', [1, 4])
+@pytest.mark.parametrize('order', ['random', 'quasi_random'])
+def test_process_cache_returns_the_os_cache_bytes(paged_file, num_workers, order):
+    reader = Reader(paged_file)
+    if order == 'random':
+        batches = batches_of(np.random.default_rng(num_workers).permutation(reader.num_samples))
+    else:
+        batches = quasi_batches(reader, seed=num_workers)
+    reference = OSCacheManager(reader).state
+    ptrs = reader.metadata['f0']['ptr']
+    sizes = reader.metadata['f0']['size']
+    checked = []
+
+    def check(b, state):
+        batch = batches[b]
+        starts, lengths = locate_blobs(ptrs[batch], state)
+        ref_starts, ref_lengths = locate_blobs(ptrs[batch], reference)
+        np.testing.assert_array_equal(lengths, ref_lengths)
+        for i, sample in enumerate(batch):
+            size = int(sizes[sample])  # (a zero-size blob shares its pointer with the next allocation)
+            expected = reference[0][ref_starts[i]:ref_starts[i] + size]
+            assert np.array_equal(state[0][starts[i]:starts[i] + size], expected)
+            if size:
+                assert lengths[i] == size
+                assert np.array_equal(read_blob(ptrs[sample], state), expected)
+                assert np.array_equal(read_blob_py(ptrs[sample], state), expected)
+        checked.extend(batch.tolist())
+
+    with ProcessCacheManager(reader).schedule_epoch(batches) as context:
+        run_epoch(context, batches, num_workers, check, jitter=0.002)
+        assert (context._cache.page_table == -1).all()  # every slot was given back
+        assert len(context._cache.free_slots) == context.num_slots
+    assert sorted(checked) == list(range(reader.num_samples))
+
+
+def test_slots_bounded_by_window_with_quasi_random(paged_file):
+    reader = Reader(paged_file)
+    manager = ProcessCacheManager(reader, prefetch=1, lookahead=1)
+    num_pages = int((manager.schedule(batches_of(np.arange(reader.num_samples))).uses > 0).sum())
+    sequential = manager.schedule(batches_of(np.arange(reader.num_samples))).num_slots
+    random = manager.schedule(batches_of(np.random.default_rng(0).permutation(reader.num_samples))).num_slots
+    quasi = max(manager.schedule(quasi_batches(reader, epoch=e)).num_slots for e in range(3))
+    assert sequential <= 4
+    assert random >= num_pages - 2  # every page stays resident from its first to its last use
+    window = 2 * BATCH
+    assert quasi <= window + (1 + 1 + 1) * BATCH < num_pages
+
+
+def test_quasi_random_fits_where_random_does_not(paged_file):
+    reader = Reader(paged_file)
+    manager = ProcessCacheManager(reader, memory_limit=14 * PAGE)
+    with pytest.raises(MemoryError, match='QUASI_RANDOM'):
+        manager.schedule_epoch(batches_of(np.random.default_rng(0).permutation(reader.num_samples)))
+    batches = quasi_batches(reader)
+    expected = {i: reader.read_sample(i)['blob'] for i in range(reader.num_samples)}
+    ptrs = reader.metadata['f0']['ptr']
+
+    def check(b, state):
+        for sample in batches[b]:
+            if expected[sample].size:
+                assert np.array_equal(read_blob(ptrs[sample], state), expected[sample])
+
+    with manager.schedule_epoch(batches) as context:
+        assert context.num_slots * PAGE <= 14 * PAGE
+        run_epoch(context, batches, 3, check)
+
+
+def test_close_mid_epoch_stops_promptly(paged_file):
+    reader = Reader(paged_file)
+    batches = batches_of(np.arange(reader.num_samples))
+    before = threading.active_count()
+    context = ProcessCacheManager(reader, prefetch=0, lookahead=0).schedule_epoch(batches)
+    context.start_batch(0)
+    outcome = []
+
+    def waiter():  # batch 20's pages cannot get a slot while batch 0 holds it: this blocks
+        try:
+            context.start_batch(20)
+            outcome.append('returned')
+        except ContextClosedError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)
+    assert thread.is_alive() and not outcome
+    started = time.monotonic()
+    context.close()
+    thread.join(2)
+    assert time.monotonic() - started < 2 and not thread.is_alive()
+    assert isinstance(outcome[0], ContextClosedError)
+    assert threading.active_count() == before
+    context.close()  # idempotent
+    with pytest.raises(ContextClosedError):
+        context.start_batch(1)
+    with pytest.raises(ContextClosedError):
+        context.state
+    context.end_batch(0)  # harmless after close
+
+
+def test_abandoned_context_is_closed_when_dropped(paged_file):
+    reader = Reader(paged_file)
+    batches = batches_of(np.arange(reader.num_samples))
+    before = threading.active_count()
+    context = ProcessCacheManager(reader).schedule_epoch(batches)
+    context.start_batch(0)
+    assert threading.active_count() > before
+    del context
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+
+
+def test_truncated_file_raises_oserror_instead_of_hanging(paged_file, tmp_beton):
+    path = tmp_beton('truncated')
+    shutil.copyfile(paged_file, path)
+    reader = Reader(path)
+    batches = batches_of(np.arange(reader.num_samples))
+    context = ProcessCacheManager(reader).schedule_epoch(batches)
+    with open(path, 'r+b') as fp:
+        fp.truncate(reader.data_start + 3 * PAGE + 1000)
+    with pytest.raises(OSError, match='truncated') as info:
+        run_epoch(context, batches, 4)
+    assert path in str(info.value)
+    context.close()
+
+
+def test_scalar_only_file_needs_no_memory(tmp_beton):
+    reader = write_and_read(tmp_beton(), {'label': IntField()}, [(i,) for i in range(50)])
+    before = threading.active_count()
+    batches = batches_of(np.random.default_rng(0).permutation(50))
+    with ProcessCacheManager(reader).schedule_epoch(batches) as context:
+        assert context.num_slots == 0
+        run_epoch(context, batches, 2)
+        assert threading.active_count() == before
+
+
+def test_end_before_start_and_bad_batch(paged_file):
+    reader = Reader(paged_file)
+    batches = batches_of(Sequential(types.SimpleNamespace(indices=np.arange(reader.num_samples), seed=0,
+                                                          distributed=False)).sample_order(0))
+    with ProcessCacheManager(reader).schedule_epoch(batches) as context:
+        context.start_batch(0)
+        for b in range(len(batches)):  # a loader unwinding after an error ends batches it never started
+            context.end_batch(b)
+        assert len(context._cache.free_slots) <= context.num_slots
+        with pytest.raises(IndexError, match='out of range'):
+            context.start_batch(len(batches))
+
+
+def test_resumed_epoch_needs_only_its_batches(paged_file, monkeypatch):
+    import ffcv.memory_managers.process_cache.context as context_module
+    reader = Reader(paged_file)
+    batches = batches_of(np.arange(reader.num_samples))
+    manager = ProcessCacheManager(reader, prefetch=1, lookahead=1)
+    with manager.schedule_epoch(batches, first_batch=30) as context:
+        run_epoch(context, batches, 2, first=30)
+        assert context.num_slots <= 4
+    monkeypatch.setattr(context_module, '_WAIT_S', 0.05)
+    with manager.schedule_epoch(batches) as context:  # resumed without saying so: slots fill with old pages
+        with pytest.raises(RuntimeError, match='first_batch'):
+            context.start_batch(30)
