@@ -117,3 +117,16 @@ def test_output_size_can_change_between_epochs(fixtures_dir):
     assert next(iter(loader))[0].shape == (8, 32, 32, 3)
     decoder.output_size = (48, 40)
     assert next(iter(loader))[0].shape == (8, 48, 40, 3)
+
+
+@pytest.mark.parametrize('os_cache', [True, False])
+def test_empty_blobs_decode_empty(tmp_beton, rng, os_cache):
+    """A zero-size blob shares its offset with the next blob: the decoder must trust the stored size."""
+    from ffcv.fields import BytesField
+    blobs = [b'', rng.integers(0, 256, 40, dtype=np.uint8), b'', b'', rng.integers(0, 256, 7, dtype=np.uint8)]
+    reader = write_and_read(tmp_beton(), {'blob': BytesField()}, [(b,) for b in blobs])
+    (rows,) = load_all(reader.file_name, {'blob': [BytesDecoder(), ToTensor()]}, os_cache=os_cache)
+    for i, blob in enumerate(blobs):
+        expected = np.frombuffer(bytes(blob), np.uint8)
+        np.testing.assert_array_equal(rows[i, :len(expected)].numpy(), expected)
+        assert not rows[i, len(expected):].any()

@@ -80,6 +80,7 @@ class BytesDecoder(Operation):
 
     def generate_code(self):
         def decode(indices, destination, metadata, storage_state):
-            return run_kernel(copy_blobs, indices, metadata['ptr'], storage_state, destination, True)
+            return run_kernel(copy_blobs, indices, metadata['ptr'], metadata['size'], storage_state, destination,
+                              True)
         decode.python_code = True
         return decode

@@ -19,7 +19,7 @@ from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
 from ._crop import center_crop_windows, random_resized_crop_windows
 from ..pipeline.compiler import run_kernel
-from ._decoding import annotate, batch_blobs, copy_blobs
+from ._decoding import NO_SIZES, annotate, batch_blobs, copy_blobs
 from .rgb_image import IMAGE_MODES
 
 JPG, RAW = IMAGE_MODES['jpg'], IMAGE_MODES['raw']
@@ -65,7 +65,7 @@ class SimpleRGBImageDecoder(Operation):
             jpeg = np.flatnonzero(entries['mode'] == JPG)
             if jpeg.size < indices.shape[0]:  # raw images: one compiled copy for the batch
                 flat = destination.reshape(destination.shape[0], -1)
-                run_kernel(copy_blobs, indices, metadata['data_ptr'], storage_state, flat, False)
+                run_kernel(copy_blobs, indices, metadata['data_ptr'], NO_SIZES, storage_state, flat, False)
             if jpeg.size:
                 memory, starts, sizes = batch_blobs(entries['data_ptr'][jpeg], storage_state)
                 for k, i in enumerate(jpeg):

@@ -11,7 +11,7 @@ import numpy as np
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
 from ..pipeline.compiler import run_kernel
-from ._decoding import copy_blobs
+from ._decoding import NO_SIZES, copy_blobs
 from .base import ARG_TYPE, Field
 
 # Argument blob: 32 shape slots (unused trailing ones 0), the length of the dtype JSON, the JSON
@@ -147,7 +147,7 @@ class NDArrayDecoder(Operation):
         def decode(indices, destination, metadata, storage_state):
             if element_size:
                 flat = destination.reshape(destination.shape[0], -1).view(np.uint8)
-                run_kernel(copy_blobs, indices, metadata, storage_state, flat, False)
+                run_kernel(copy_blobs, indices, metadata, NO_SIZES, storage_state, flat, False)
             return destination
         decode.python_code = True
         return decode

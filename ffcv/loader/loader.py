@@ -122,8 +122,8 @@ class Loader:
                 raise IndexError(f'indices must lie in [0, {self.reader.num_samples}) for {self.fname}; '
                                  f'got {int(bad[0])}')
         if seed is None:
-            if distributed and order == OrderOption.RANDOM:
-                warnings.warn('distributed RANDOM order without a seed: using seed 0 on every rank so that '
+            if distributed and order != OrderOption.SEQUENTIAL:
+                warnings.warn('distributed shuffled order without a seed: using seed 0 on every rank so that '
                               'ranks agree on the order', stacklevel=2)
                 seed = 0
             else:
@@ -134,7 +134,7 @@ class Loader:
             self.memory_manager = OSCacheManager(self.reader)
         else:
             from ..memory_managers.process_cache import ProcessCacheManager
-            self.memory_manager = ProcessCacheManager(self.reader)
+            self.memory_manager = ProcessCacheManager(self.reader, lookahead=self.lookahead)
         self.traversal_order = order_class(self, **dict(order_kwargs or {}))
 
         self._pipelines_arg = dict(pipelines or {})
@@ -188,7 +188,7 @@ class Loader:
         first_batch, self._resume_batch = self._resume_batch, 0
         self.next_epoch = epoch + 1
         self._batches_served = first_batch
-        context = self.memory_manager.schedule_epoch(batches)
+        context = self.memory_manager.schedule_epoch(batches, first_batch=first_batch)
         return EpochIterator(self, batches, first_batch, context, epoch)
 
     # -- resume --
