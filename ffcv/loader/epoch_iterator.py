@@ -163,8 +163,6 @@ class EpochIterator:
             state.release_events[finished % state.slots] = event
         wanted = finished + 1
         if wanted >= self.num_batches:
-            if loader is not None:
-                loader._batches_served = self.num_batches
             self.close()
             raise StopIteration
         with state.condition:
@@ -192,6 +190,9 @@ class EpochIterator:
     def close(self) -> None:
         """Stop the workers and release the epoch's memory (idempotent)."""
         self._state.close()
+        loader = self.loader_ref()
+        if loader is not None and loader._current_epoch == self.epoch:
+            loader._active = False
 
     def __enter__(self):
         return self
@@ -200,6 +201,5 @@ class EpochIterator:
         self.close()
 
     def __del__(self):
-        state = getattr(self, '_state', None)
-        if state is not None:
-            state.close()
+        if getattr(self, '_state', None) is not None:
+            self.close()

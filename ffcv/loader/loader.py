@@ -142,9 +142,11 @@ class Loader:
                                          self.reader.metadata, self.memory_manager.compile_reader(), self.fname)
         self._generate_code()
         self._buffers = {}
-        self.next_epoch = 0
-        self._batches_served = 0  # in the epoch being iterated (next_epoch - 1)
-        self._resume_batch = 0
+        self.next_epoch = 0            # epoch of the next fresh iter(loader)
+        self._current_epoch = None     # epoch of the last iter(loader)
+        self._batches_served = 0       # batches handed out in that epoch
+        self._active = False           # its iterator is still open
+        self._resume = None            # (epoch, batch) set by load_state_dict for the next iter(loader)
         first = self._epoch_order(0)
         self._length = self._num_batches(len(first))
 
@@ -174,7 +176,8 @@ class Loader:
     def __iter__(self) -> EpochIterator:
         import cv2
         cv2.setNumThreads(1)  # parallelism comes from the worker threads
-        epoch = self.next_epoch
+        epoch, first_batch = self._resume if self._resume is not None else (self.next_epoch, 0)
+        self._resume = None
         order = self._epoch_order(epoch)
         count = self._num_batches(len(order))
         batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(count)]
@@ -185,24 +188,28 @@ class Loader:
         pin = torch.cuda.is_available() and any(p.uses_cuda for p in self.pipelines)
         for pipeline in self.pipelines:
             pipeline.allocate(self.batch_size, self.slots, pin, self._buffers)
-        first_batch, self._resume_batch = self._resume_batch, 0
         self.next_epoch = epoch + 1
-        self._batches_served = first_batch
+        self._current_epoch, self._batches_served, self._active = epoch, first_batch, True
         context = self.memory_manager.schedule_epoch(batches, first_batch=first_batch)
         return EpochIterator(self, batches, first_batch, context, epoch)
 
     # -- resume --
 
     def state_dict(self) -> dict:
-        """Position of the loader: resuming from it continues with the very next batch.
+        """Position of the next batch: resuming from it continues exactly there.
 
-        Call it between batches (e.g. when checkpointing after an optimizer step).
+        Call it between batches (typically when checkpointing after an optimizer step). Inside an epoch it
+        points into that epoch; once the epoch's iterator is finished or closed, at the next epoch.
         """
-        epoch = max(self.next_epoch - 1, 0)
-        served = self._batches_served if self.next_epoch > 0 else self._resume_batch
-        if self.next_epoch > 0 and served >= self._length:
-            epoch, served = self.next_epoch, 0
-        return {'epoch': int(epoch), 'batches_served': int(served), 'seed': self.seed,
+        if self._resume is not None:
+            epoch, batch = self._resume
+        elif self._current_epoch is None:
+            epoch, batch = self.next_epoch, 0
+        elif self._active and self._batches_served < self._length:
+            epoch, batch = self._current_epoch, self._batches_served
+        else:
+            epoch, batch = self._current_epoch + 1, 0
+        return {'epoch': int(epoch), 'batches_served': int(batch), 'seed': self.seed,
                 'num_samples': self.reader.num_samples, 'length': self._length, 'batch_size': self.batch_size}
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -213,11 +220,11 @@ class Loader:
         if state.get('batch_size', self.batch_size) != self.batch_size:
             raise ValueError(f"state_dict was saved with batch_size {state['batch_size']}, this loader uses "
                              f'{self.batch_size}')
+        if not 0 <= int(state['batches_served']) <= self._length:
+            raise ValueError(f"state_dict batches_served={state['batches_served']} is outside [0, {self._length}]")
         self.seed = int(state['seed'])
         self.traversal_order.seed = self.seed
-        self.next_epoch = int(state['epoch'])
-        self._resume_batch = int(state['batches_served'])
-        self._batches_served = self._resume_batch
+        self._resume = (int(state['epoch']), int(state['batches_served']))
 
     # -- FFCV extras --
 
