@@ -1,0 +1,344 @@
+"""bench_loader.py: Loader throughput and memory, ours vs FFCV 1.0.2 vs torch DataLoader, same data.
+
+Datasets (benchmarks/data.py generators, written once with OUR writer and cached in --data-dir; FFCV 1.0.2
+reads the very same .beton files):
+  photo256  5,000 photo-like images (350-500 px) as JPEG, max_resolution 256, quality 90, + IntField label
+  photo500  the same images, max_resolution 500 (i.e. full size)
+  cifar     50,000 CIFAR-like 32x32 raw images + IntField label
+Cases (pipeline on dataset; every image pipeline ends with ToTensor + ToTorchImage, labels IntDecoder +
+ToTensor + Squeeze):
+  train / train500  RandomResizedCrop 160 + RandomHorizontalFlip, RANDOM order, batch 256, drop_last
+  val / val500      CenterCrop 224 (ratio 224/256), SEQUENTIAL order, batch 256
+  cifar             flip + RandomTranslate(2) + Cutout(4), RANDOM order, batch 512 (needs our translate/cutout)
+  cifar_flip        flip only (raw-decode throughput; runs whatever transforms exist)
+Systems, all with the same thread / worker count (default: every CPU this process may use):
+  ours   ffcv.loader.Loader (threads)
+  ffcv   FFCV 1.0.2 in its own environment (--anchor-python), the same script and pipelines
+  torch  torch.utils.data.DataLoader, workers = threads, persistent_workers, the same images held in
+         memory (JPEG bytes decoded with PIL, or --torch-decoder torchvision) with torchvision transforms
+Every measurement runs in its own fresh process (benchmarks/loader_worker.py): the first epoch is timed
+from the loader's construction (compilation included), then `--epochs - 1` steady epochs (median), and
+the process's peak RSS. Systems alternate within each of `--repeats` rounds; medians are reported.
+
+  python benchmarks/bench_loader.py                   # full run, JSON in bench_results/loader.json
+  python benchmarks/bench_loader.py --quick           # smoke run (1,000 photos, 10,000 CIFAR, 1 repeat)
+  python benchmarks/bench_loader.py --cases train,val --systems ours,ffcv
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+_spec = importlib.util.spec_from_file_location('ffcv_bench_anchor', Path(__file__).with_name('anchor.py'))
+anchor = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(anchor)
+data = anchor.load_sibling('data')
+
+WORKER = 'loader_worker.py'
+SYSTEMS = ('ours', 'ffcv', 'torch')
+
+# Dataset sizes (full / --quick) and how each is written.
+DATASETS = {
+    'photo256': {'kind': 'photo', 'count': 5000, 'quick_count': 1000,
+                 'image_args': {'write_mode': 'jpg', 'max_resolution': 256, 'jpeg_quality': 90}},
+    'photo500': {'kind': 'photo', 'count': 5000, 'quick_count': 1000,
+                 'image_args': {'write_mode': 'jpg', 'max_resolution': 500, 'jpeg_quality': 90}},
+    'cifar': {'kind': 'cifar', 'count': 50000, 'quick_count': 10000, 'image_args': {'write_mode': 'raw'}},
+}
+CASES = {
+    'train': {'dataset': 'photo256', 'pipeline': 'train', 'res': 160, 'batch_size': 256},
+    'val': {'dataset': 'photo256', 'pipeline': 'val', 'res': 224, 'batch_size': 256},
+    'train500': {'dataset': 'photo500', 'pipeline': 'train', 'res': 160, 'batch_size': 256},
+    'val500': {'dataset': 'photo500', 'pipeline': 'val', 'res': 224, 'batch_size': 256},
+    'cifar': {'dataset': 'cifar', 'pipeline': 'cifar', 'res': 32, 'batch_size': 512},
+    'cifar_flip': {'dataset': 'cifar', 'pipeline': 'cifar_flip', 'res': 32, 'batch_size': 512},
+}
+DEFAULT_CASES = 'train,val,train500,val500,cifar'
+# Goals of the Loader issue: (metric, system compared with, required ratio ours / other).
+GOALS = {
+    'train': [('steady', 'ffcv', 1.3), ('steady', 'torch', 3.0), ('first', 'ffcv', 3.0), ('rss', 'ffcv', 1.0)],
+    'val': [('steady', 'ffcv', 1.2), ('rss', 'ffcv', 1.0)],
+    'cifar': [('steady', 'ffcv', 1.0), ('rss', 'ffcv', 1.0)],
+}
+
+
+# --- Data ------------------------------------------------------------------------------------------
+
+def dataset_path(data_dir: Path, name: str, count: int, seed: int) -> Path:
+    return data_dir / f'{name}_n{count}_s{seed}.beton'
+
+
+def write_dataset(path: Path, name: str, count: int, seed: int, num_workers: int) -> None:
+    """Write one benchmark dataset with our DatasetWriter (atomic: the file appears only when complete)."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+    info = DATASETS[name]
+    if info['kind'] == 'photo':
+        dataset = data.LazyPhotoDataset(count, seed)  # generated in the writer's worker processes
+    else:
+        dataset = data.make_dataset(info['kind'], count, seed)
+    fields = {'image': RGBImageField(**info['image_args']), 'label': IntField()}
+    start = time.perf_counter()
+    DatasetWriter(str(path), fields, num_workers=num_workers).from_indexed_dataset(dataset, chunksize=100,
+                                                                                  progress=False)
+    print(f'  wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.0f} s',
+          flush=True)
+
+
+def export_for_torch(beton: Path, out: Path) -> None:
+    """The images of `beton` as the torch baseline holds them: JPEG bytes (blob + offsets) or raw pixels."""
+    from ffcv.reader import Reader
+    reader = Reader(str(beton))
+    column = reader.metadata['f0']
+    labels = reader.metadata['f1'].astype(np.int64)
+    blobs = [reader.read(int(ptr)) for ptr in column['data_ptr']]
+    tmp = out.with_suffix('.tmp.npz')
+    if (column['mode'] == 1).all():  # raw images of one size
+        height, width = int(column['height'][0]), int(column['width'][0])
+        images = np.stack([b.reshape(height, width, 3) for b in blobs])
+        np.savez(tmp, images=images, labels=labels)
+    else:
+        offsets = np.zeros(len(blobs) + 1, np.int64)
+        offsets[1:] = np.cumsum([b.size for b in blobs])
+        np.savez(tmp, blob=np.concatenate(blobs), offsets=offsets, labels=labels)
+    reader.close()
+    os.replace(tmp, out)
+
+
+def prepare_data(data_dir: Path, names: List[str], quick: bool, seed: int, num_workers: int) -> Dict[str, dict]:
+    """Write (once) every dataset in `names`; {name: {'path', 'torch_data', 'count'}}."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    prepared = {}
+    for name in names:
+        count = DATASETS[name]['quick_count' if quick else 'count']
+        path = dataset_path(data_dir, name, count, seed)
+        torch_data = path.with_suffix('.torch.npz')
+        if not path.exists():
+            print(f'[data] writing {name}: {count} {DATASETS[name]["kind"]} images, {DATASETS[name]["image_args"]}',
+                  flush=True)
+            write_dataset(path, name, count, seed, num_workers)
+        if not torch_data.exists():
+            export_for_torch(path, torch_data)
+        prepared[name] = {'path': str(path), 'torch_data': str(torch_data), 'count': count,
+                          'file_mb': path.stat().st_size / 2**20}
+    return prepared
+
+
+def warm_page_cache(path: str) -> None:
+    """Read the file once so that every system finds it in the page cache."""
+    with open(path, 'rb') as f:
+        while f.read(1 << 24):
+            pass
+
+
+# --- Running one measurement -----------------------------------------------------------------------
+
+def run_measurement(system: str, spec: dict, anchor_python: Optional[str], timeout: float) -> dict:
+    """Run loader_worker.py in a fresh process for `system`; its JSON result."""
+    spec = dict(spec, system=system)
+    if system == 'ffcv':
+        command = anchor.anchor_command(anchor_python, WORKER, [json.dumps(spec)])
+        env, cwd = anchor.clean_env(), str(Path(spec['path']).parent)
+    else:
+        command = [sys.executable, str(anchor.HERE / WORKER), json.dumps(spec)]
+        env, cwd = dict(os.environ), str(anchor.HERE.parent)
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f'{system} measurement failed (exit {done.returncode}):\n{done.stderr[-3000:]}')
+    result = json.loads(lines[-1])
+    if system == 'ffcv' and Path(result['ffcv_file']).resolve().is_relative_to(anchor.HERE.parent):
+        raise RuntimeError(f"the anchor interpreter imported our ffcv ({result['ffcv_file']})")
+    if system == 'ours' and not Path(result['ffcv_file']).resolve().is_relative_to(anchor.HERE.parent):
+        raise RuntimeError(f"our interpreter imported another ffcv ({result['ffcv_file']})")
+    result['first_images_per_s'] = result['images'] / result['first_epoch_s']
+    result['steady_images_per_s'] = result['images'] / statistics.median(result['epoch_s'])
+    return result
+
+
+def ours_has_cifar_transforms() -> bool:
+    try:
+        from ffcv.transforms import Cutout, RandomTranslate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], anchor_python: Optional[str]) -> dict:
+    case = CASES[name]
+    dataset = prepared[case['dataset']]
+    spec = {'path': dataset['path'], 'torch_data': dataset['torch_data'], 'pipeline': case['pipeline'],
+            'res': case['res'], 'batch_size': args.batch_size or case['batch_size'], 'num_workers': args.num_workers,
+            'epochs': args.epochs, 'seed': args.seed, 'torch_decoder': args.torch_decoder}
+    print(f"\n[{name}] {dataset['count']} images of {case['dataset']}, pipeline {case['pipeline']}, "
+          f"batch {spec['batch_size']}, {args.num_workers} workers, {args.epochs} epochs x {args.repeats} repeats",
+          flush=True)
+    warm_page_cache(dataset['path'])
+    runs: Dict[str, List[dict]] = {system: [] for system in systems}
+    for repeat in range(args.repeats):
+        order = systems[repeat % len(systems):] + systems[:repeat % len(systems)]
+        for system in order:
+            result = run_measurement(system, spec, anchor_python, args.timeout)
+            runs[system].append(result)
+            print(f"  repeat {repeat + 1} {system:>5}: first epoch {result['first_images_per_s']:8,.0f} img/s "
+                  f"({result['first_epoch_s']:.2f} s), steady {result['steady_images_per_s']:8,.0f} img/s, "
+                  f"peak RSS {result['peak_rss_mb']:6.0f} MiB, other load {result['other_load_cores']:.1f} cores"
+                  + (f" (+ workers: tree PSS {result['peak_tree_pss_mb']:.0f} MiB)" if system == 'torch' else ''),
+                  flush=True)
+    summary = {'spec': spec, 'count': dataset['count'], 'runs': runs}
+    for system, results in runs.items():
+        summary[system] = {
+            'first_images_per_s': statistics.median(r['first_images_per_s'] for r in results),
+            'steady_images_per_s': statistics.median(r['steady_images_per_s'] for r in results),
+            'peak_rss_mb': statistics.median(r['peak_rss_mb'] for r in results),
+        }
+        if system == 'torch':
+            summary[system]['peak_tree_pss_mb'] = statistics.median(r['peak_tree_pss_mb'] for r in results)
+            summary[system]['peak_tree_rss_mb'] = statistics.median(r['peak_tree_rss_mb'] for r in results)
+    summary['ratios'] = ratios(summary)
+    summary['goals'] = check_goals(name, summary)
+    return summary
+
+
+def ratios(summary: dict) -> dict:
+    out = {}
+    if 'ours' not in summary:
+        return out
+    for other in ('ffcv', 'torch'):
+        if other in summary:
+            for metric in ('first', 'steady'):
+                key = f'{metric}_images_per_s'
+                out[f'{metric}_ours_over_{other}'] = summary['ours'][key] / summary[other][key]
+            out[f'rss_{other}_over_ours'] = summary[other]['peak_rss_mb'] / summary['ours']['peak_rss_mb']
+    return out
+
+
+def check_goals(case: str, summary: dict) -> List[dict]:
+    """The issue's goals that apply to this case, each with the measured ratio and whether it is met."""
+    checked = []
+    for metric, other, required in GOALS.get(case, []):
+        key = f'rss_{other}_over_ours' if metric == 'rss' else f'{metric}_ours_over_{other}'
+        if key in summary['ratios']:
+            ratio = summary['ratios'][key]
+            checked.append({'metric': metric, 'versus': other, 'required': required, 'ratio': ratio,
+                            'met': ratio >= required})
+    return checked
+
+
+# --- Report ----------------------------------------------------------------------------------------
+
+def _rate(summary: dict, system: str, key: str) -> str:
+    return f'{summary[system][key]:,.0f}' if system in summary else 'n/a'
+
+
+def _ratio(summary: dict, key: str) -> str:
+    return f"{summary['ratios'][key]:.2f}x" if key in summary['ratios'] else 'n/a'
+
+
+def print_table(results: Dict[str, dict], num_workers: int) -> None:
+    print(f'\nimages/s (median; {num_workers} threads/workers each); RSS in MiB (peak, main process)')
+    header = (f'{"case":<11}{"epoch":<7}{"ours":>9}{"FFCV":>9}{"torch":>9}{"ours/FFCV":>11}{"ours/torch":>12}'
+              f'   goals')
+    print(header + '\n' + '-' * (len(header) + 20))
+    for name, summary in results.items():
+        for metric in ('first', 'steady'):
+            key = f'{metric}_images_per_s'
+            goals = ', '.join(f"{g['required']:.1f}x {g['versus']} {'ok' if g['met'] else 'MISSED'}"
+                              for g in summary['goals'] if g['metric'] == metric)
+            print(f'{name if metric == "first" else "":<11}{metric:<7}{_rate(summary, "ours", key):>9}'
+                  f'{_rate(summary, "ffcv", key):>9}{_rate(summary, "torch", key):>9}'
+                  f'{_ratio(summary, f"{metric}_ours_over_ffcv"):>11}{_ratio(summary, f"{metric}_ours_over_torch"):>12}'
+                  f'   {goals}')
+        rss = {s: f"{summary[s]['peak_rss_mb']:,.0f}" if s in summary else 'n/a' for s in SYSTEMS}
+        if 'torch' in summary:
+            rss['torch'] += f" (+workers PSS {summary['torch']['peak_tree_pss_mb']:,.0f})"
+        goals = ', '.join(f"<= FFCV {'ok' if g['met'] else 'MISSED'}" for g in summary['goals'] if g['metric'] == 'rss')
+        print(f'{"":<11}{"RSS":<7}{rss["ours"]:>9}{rss["ffcv"]:>9}   torch {rss["torch"]}   {goals}')
+
+
+def environment_info(anchor_python: Optional[str]) -> dict:
+    import cv2
+    import torch
+    import ffcv
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=anchor.HERE, capture_output=True,
+                            text=True).stdout.strip() or None
+    return {'date': datetime.datetime.now().isoformat(timespec='seconds'), 'git_commit': commit,
+            'python': platform.python_version(), 'platform': platform.platform(),
+            'cpus_available': len(os.sched_getaffinity(0)), 'ffcv_ours': ffcv.__version__,
+            'numpy': np.__version__, 'opencv': cv2.__version__, 'torch': torch.__version__,
+            'anchor_python': anchor_python}
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data-dir', default='/tmp/ffcv_bench', help='where datasets are written once (cache)')
+    parser.add_argument('--quick', action='store_true', help='smaller datasets and 1 repeat, for a smoke run')
+    parser.add_argument('--cases', default=DEFAULT_CASES, help=f'comma-separated from: {", ".join(CASES)}')
+    parser.add_argument('--systems', default=','.join(SYSTEMS), help='comma-separated from: ours, ffcv, torch')
+    parser.add_argument('--repeats', type=int, default=None, help='fresh-process runs per system (default 3; '
+                                                                  '--quick: 1)')
+    parser.add_argument('--epochs', type=int, default=5, help='epochs per run: the first + steady ones (>= 4)')
+    parser.add_argument('--num-workers', type=int, default=len(os.sched_getaffinity(0)),
+                        help='threads (ours, FFCV) and worker processes (torch); default: every CPU available')
+    parser.add_argument('--batch-size', type=int, default=None, help='override every case\'s batch size')
+    parser.add_argument('--torch-decoder', choices=('pil', 'torchvision'), default='pil',
+                        help='JPEG decoder of the torch baseline (default pil, what torchvision datasets use)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--timeout', type=float, default=900, help='seconds allowed per measurement process')
+    parser.add_argument('--anchor-python', default=anchor.default_anchor_python(),
+                        help='python of the FFCV 1.0.2 environment (env FFCV_ANCHOR_PYTHON)')
+    parser.add_argument('--out', default='bench_results/loader.json', help='JSON results file')
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.epochs < 2:
+        parser.error('--epochs must be at least 2 (the first epoch + steady ones)')
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    cases = [c for c in args.cases.split(',') if c]
+    systems = [s for s in args.systems.split(',') if s]
+    unknown = [c for c in cases if c not in CASES] + [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        print(f'unknown case or system: {", ".join(unknown)}', file=sys.stderr)
+        return 2
+    anchor_python = args.anchor_python if anchor.anchor_available(args.anchor_python) else None
+    if 'ffcv' in systems and anchor_python is None:
+        print(f'FFCV 1.0.2 environment not found at {args.anchor_python} (build it with {anchor.SETUP_HINT}); '
+              'skipping FFCV.')
+        systems.remove('ffcv')
+    if 'cifar' in cases and 'ours' in systems and not ours_has_cifar_transforms():
+        print('note: skipping the cifar case: ffcv.transforms has no RandomTranslate / Cutout yet '
+              '(run --cases cifar_flip for raw-decode throughput)')
+        cases.remove('cifar')
+    prepared = prepare_data(Path(args.data_dir), sorted({CASES[c]['dataset'] for c in cases}), args.quick,
+                            args.seed, args.num_workers)
+    results = {name: bench_case(name, args, prepared, systems, anchor_python) for name in cases}
+    print_table(results, args.num_workers)
+    report = {'benchmark': 'loader', 'quick': args.quick, 'repeats': args.repeats, 'epochs': args.epochs,
+              'num_workers': args.num_workers, 'torch_decoder': args.torch_decoder, 'datasets': prepared,
+              'environment': environment_info(anchor_python), 'cases': results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + '\n')
+    print(f'\nresults written to {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""One loader measurement in a fresh process: run by bench_loader.py, one process per configuration.
+
+Runs under either interpreter: ours (``python benchmarks/loader_worker.py SPEC``) or FFCV 1.0.2's
+(``python -I benchmarks/loader_worker.py SPEC``, so that `import ffcv` is the original). The `ffcv` systems
+use the very same code (both packages have FFCV's API); the `torch` system is torch.utils.data.DataLoader
+with torchvision transforms over the same images held in memory. SPEC is one JSON object; the result is
+one JSON line on stdout:
+
+    {"first_epoch_s": ..., "epoch_s": [...], "images": n, "peak_rss_mb": ..., ...}
+
+The first epoch is timed from the loader's construction (compilation and worker start-up included) to
+its last batch; the following `epochs - 1` epochs are the steady ones. Memory: the process's peak RSS
+(VmHWM) and, sampled every 0.1 s, the RSS and PSS summed over it and its child processes (the torch
+DataLoader's workers).
+"""
+import io
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+# --- Memory ----------------------------------------------------------------------------------------
+
+def vm_hwm_mb() -> float:
+    """Peak resident set size of this process (MiB), from /proc/self/status."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+class TreeMemorySampler:
+    """Samples RSS and PSS summed over this process and its children until stopped (peaks in MiB).
+
+    Used for the torch DataLoader, whose workers are processes; reading PSS (smaps) costs a few ms, so
+    the interval is kept long enough not to steal CPU from the measurement.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        import psutil
+        self.psutil = psutil
+        self.interval = interval
+        self.peak_rss = self.peak_pss = 0.0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        me = self.psutil.Process()
+        rss = pss = 0
+        for process in [me] + me.children(recursive=True):
+            try:
+                info = process.memory_full_info()
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                continue
+            rss, pss = rss + info.rss, pss + info.pss
+        self.peak_rss = max(self.peak_rss, rss / 2**20)
+        self.peak_pss = max(self.peak_pss, pss / 2**20)
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> dict:
+        self.stop_event.set()
+        self.thread.join()
+        self._sample()
+        return {'peak_tree_rss_mb': self.peak_rss, 'peak_tree_pss_mb': self.peak_pss}
+
+
+# --- Other load on the machine -----------------------------------------------------------------------
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent by every process on the machine since boot (from /proc/stat)."""
+    with open('/proc/stat') as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / os.sysconf('SC_CLK_TCK')
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its live children."""
+    import psutil
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+# --- ffcv (ours or FFCV 1.0.2: the same code) ------------------------------------------------------
+
+def ffcv_loader(spec: dict):
+    """A Loader built with FFCV's public API (the same call for both packages)."""
+    from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder,
+                                      SimpleRGBImageDecoder)
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
+
+    pipeline, res = spec['pipeline'], spec['res']
+    if pipeline == 'train':
+        image = [RandomResizedCropRGBImageDecoder((res, res)), RandomHorizontalFlip()]
+    elif pipeline == 'val':
+        image = [CenterCropRGBImageDecoder((res, res), ratio=224 / 256)]
+    elif pipeline == 'cifar':
+        from ffcv.transforms import Cutout, RandomTranslate
+        image = [SimpleRGBImageDecoder(), RandomHorizontalFlip(), RandomTranslate(padding=2), Cutout(4)]
+    elif pipeline == 'cifar_flip':
+        image = [SimpleRGBImageDecoder(), RandomHorizontalFlip()]
+    else:
+        raise ValueError(f'unknown pipeline {pipeline!r}')
+    pipelines = {'image': image + [ToTensor(), ToTorchImage()],
+                 'label': [IntDecoder(), ToTensor(), Squeeze()]}
+    order = OrderOption.SEQUENTIAL if pipeline == 'val' else OrderOption.RANDOM
+    return Loader(spec['path'], batch_size=spec['batch_size'], num_workers=spec['num_workers'], order=order,
+                  os_cache=True, drop_last=pipeline != 'val', seed=spec['seed'], pipelines=pipelines)
+
+
+# --- torch.utils.data.DataLoader + torchvision -----------------------------------------------------
+
+class JPEGBytesDataset:
+    """Images held as JPEG bytes in memory (a list), decoded and transformed per item."""
+
+    def __init__(self, blobs, labels, transform, decoder: str):
+        self.blobs, self.labels, self.transform, self.decoder = blobs, labels, transform, decoder
+
+    def __len__(self):
+        return len(self.blobs)
+
+    def __getitem__(self, index):
+        if self.decoder == 'pil':
+            from PIL import Image
+            image = Image.open(io.BytesIO(self.blobs[index])).convert('RGB')
+        else:
+            import torch
+            from torchvision.io import decode_jpeg
+            image = decode_jpeg(torch.frombuffer(bytearray(self.blobs[index]), dtype=torch.uint8))
+        return self.transform(image), int(self.labels[index])
+
+
+class ArrayImageDataset:
+    """32x32 images in one uint8 array, given to the transforms as PIL images (as torchvision's CIFAR10)."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+class Cutout:
+    """Zero a random `size` x `size` square (centre uniform over the image) of a (C, H, W) tensor."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image):
+        import torch
+        height, width = image.shape[-2:]
+        y, x = int(torch.randint(height, ())), int(torch.randint(width, ()))
+        half = self.size // 2
+        image = image.clone()
+        image[..., max(0, y - half):y + self.size - half, max(0, x - half):x + self.size - half] = 0
+        return image
+
+
+def torch_loader(spec: dict):
+    import torch
+    from torchvision import transforms as T
+    arrays = np.load(spec['torch_data'])
+    pipeline, res = spec['pipeline'], spec['res']
+    if pipeline in ('cifar', 'cifar_flip'):
+        steps = [T.RandomHorizontalFlip()]
+        if pipeline == 'cifar':
+            steps.append(T.RandomCrop(32, padding=2))
+        steps.append(T.PILToTensor())
+        if pipeline == 'cifar':
+            steps.append(Cutout(4))
+        dataset = ArrayImageDataset(arrays['images'], arrays['labels'], T.Compose(steps))
+    else:
+        blob, offsets = arrays['blob'], arrays['offsets']
+        blobs = [blob[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+        # PIL images end with PILToTensor; torchvision.io.decode_jpeg gives (C, H, W) uint8 tensors already
+        to_tensor = [T.PILToTensor()] if spec['torch_decoder'] == 'pil' else []
+        if pipeline == 'train':
+            steps = [T.RandomResizedCrop(res, antialias=True), T.RandomHorizontalFlip()] + to_tensor
+        else:  # torchvision's usual validation transform: the same crop as FFCV's ratio 224/256
+            steps = [T.Resize(round(res * 256 / 224), antialias=True), T.CenterCrop(res)] + to_tensor
+        dataset = JPEGBytesDataset(blobs, arrays['labels'], T.Compose(steps), spec['torch_decoder'])
+    torch.manual_seed(spec['seed'])
+    return torch.utils.data.DataLoader(dataset, batch_size=spec['batch_size'], shuffle=pipeline != 'val',
+                                       num_workers=spec['num_workers'], persistent_workers=True,
+                                       drop_last=pipeline != 'val')
+
+
+# --- Measurement -----------------------------------------------------------------------------------
+
+def run_epoch(loader) -> int:
+    """Iterate one epoch, touching every batch; returns the number of images."""
+    images = 0
+    for batch in loader:
+        images += int(batch[0].shape[0])
+    return images
+
+
+def measure(spec: dict) -> dict:
+    sampler = TreeMemorySampler() if spec['system'] == 'torch' else None
+    started = time.perf_counter()
+    if spec['system'] == 'torch':
+        import torch  # noqa: F401  (import time is not part of the measurement)
+        import torchvision  # noqa: F401
+        imported = time.perf_counter()
+        make = torch_loader
+    else:
+        import ffcv
+        imported = time.perf_counter()
+        make = ffcv_loader
+    busy, mine = busy_cpu_seconds(), tree_cpu_seconds()
+    loader = make(spec)
+    images = run_epoch(loader)
+    first = time.perf_counter() - imported
+    epoch_seconds = []
+    for _ in range(spec['epochs'] - 1):
+        start = time.perf_counter()
+        count = run_epoch(loader)
+        epoch_seconds.append(time.perf_counter() - start)
+        assert count == images, (count, images)
+    wall = time.perf_counter() - imported
+    # CPU used meanwhile by processes outside this measurement, in cores (other users of the machine)
+    other_load = ((busy_cpu_seconds() - busy) - (tree_cpu_seconds() - mine)) / wall
+    memory = sampler.stop() if sampler is not None else {}
+    result = {'other_load_cores': other_load, 'images': images, 'import_s': imported - started,
+              'first_epoch_s': first, 'epoch_s': epoch_seconds,
+              'peak_rss_mb': vm_hwm_mb(), **memory}
+    if spec['system'] != 'torch':
+        result['ffcv_file'] = ffcv.__file__
+    return result
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    result = measure(spec)
+    sys.stdout.write(json.dumps(result) + '\n')
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown (DataLoader workers, thread joins): not part of the measurement
+
+
+if __name__ == '__main__':
+    main()
