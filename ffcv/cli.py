@@ -5,6 +5,7 @@
     ffcv inspect FILE [--json]                 fields, sizes and per-field statistics
     ffcv verify FILE [--max-errors N]          decode every sample; exit 0 good, 1 bad samples, 2 unreadable
     ffcv convert SRC OUT [--write-mode jpg]    image folder / .npz / .npy arrays -> .beton
+    ffcv bench FILE [--pipeline train]         images/s of each loading stage; names the bottleneck
 
 Adding a command takes a few lines: write ``_add_<name>(subparsers)``, which builds the sub-parser and
 sets ``handler=_run_<name>``, and append it to `COMMANDS`. A handler returns the exit code and raises
@@ -382,9 +383,45 @@ def _run_convert(args) -> int:
     return EXIT_OK
 
 
+# --- bench ---------------------------------------------------------------------------------------
+
+def _add_bench(subparsers) -> None:
+    from .benchmark import PIPELINES
+    parser = subparsers.add_parser('bench', help='images/s of each loading stage; names the bottleneck',
+                                   description='Measure reading, decoding, each pipeline step and the host-to-'
+                                               'device copy of every image field, then the loader end to end.')
+    parser.add_argument('file', help='the .beton file')
+    parser.add_argument('--pipeline', choices=PIPELINES, default='auto',
+                        help='train: RandomResizedCrop + flip; val: center crop; simple: whole images; auto '
+                             '(default): simple for one-size fields, else train')
+    parser.add_argument('--res', type=int, help='output side of train/val crops (default 160 / 224)')
+    parser.add_argument('--batch-size', type=int, default=256, help='default 256')
+    parser.add_argument('--num-workers', type=int, default=-1, help='worker threads (default: every CPU)')
+    parser.add_argument('--batches', type=int, default=20, help='batches measured per stage (default 20)')
+    parser.add_argument('--json', action='store_true', help='print one JSON object instead of text')
+    parser.add_argument('--custom-field', action='append', default=[], metavar='NAME=module:Class',
+                        help='Field class of a custom field (type id 255); repeatable')
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .benchmark import bench_file, format_report
+    _open_reader(args.file, args.custom_field).close()  # unreadable files fail here, with the usual message
+    if args.batch_size < 1 or args.batches < 1:
+        raise CommandError('--batch-size and --batches must be positive')
+    try:
+        report = bench_file(args.file, pipeline=args.pipeline, res=args.res, batch_size=args.batch_size,
+                            num_workers=args.num_workers, batches=args.batches,
+                            custom_fields=_load_custom_fields(args.custom_field))
+    except ValueError as exc:  # e.g. --pipeline simple on images of several sizes
+        raise CommandError(str(exc)) from None
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return EXIT_OK
+
+
 # --- Entry point ---------------------------------------------------------------------------------
 
-COMMANDS = [_add_inspect, _add_verify, _add_convert]
+COMMANDS = [_add_inspect, _add_verify, _add_convert, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
