@@ -67,7 +67,8 @@ def parse_config(config: Config, argv: Optional[List[str]], description: str = '
     """Fill `config` (whose sections are declared) from ``--config-file`` YAMLs then ``--a.b=c`` overrides."""
     config.content.clear()  # a fresh parse every call (main() may run several times in one process)
     known = ['.'.join(path) for path in config.entries]
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument('--config-file', '-C', action='append', default=[],
                         help='YAML config file (may be repeated; later files override earlier ones)')
     for name in known:

@@ -130,7 +130,7 @@ def draw_curves(path, x: List[float], series: Dict[str, List[Optional[float]]], 
                          cv2.LINE_AA)
             for label, value, ypos in ((f'{y_hi:.4g}', y_hi, 45), (f'{y_lo:.4g}', y_lo, height - 32)):
                 cv2.putText(panel, label, (2, ypos), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
-            cv2.putText(panel, f'epoch {x_lo:g}..{x_hi:g}', (width - 170, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+            cv2.putText(panel, f'epochs {x_lo:g} to {x_hi:g}', (width - 170, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                         (80, 80, 80), 1, cv2.LINE_AA)
         panels.append(panel)
     cv2.imwrite(str(path), np.concatenate(panels, axis=0))

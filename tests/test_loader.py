@@ -198,3 +198,20 @@ def test_filter(scalars):
     kept = sum(index_batches(Loader(scalars, batch_size=10, indices=loader.indices, pipelines={'value': None})), [])
     assert len(kept) > 0 and all(np.sin(i) > 0.5 for i in kept)
     assert len(loader.indices) == int((np.sin(np.arange(600)) > 0.5).sum())
+
+
+def test_state_dict_positions(scalars):
+    loader = Loader(scalars, batch_size=100, order=OrderOption.RANDOM, seed=0)
+    assert loader.state_dict()['epoch'] == 0 and loader.state_dict()['batches_served'] == 0
+    collect(loader)                                   # epoch 0 to its end
+    assert (loader.state_dict()['epoch'], loader.state_dict()['batches_served']) == (1, 0)
+    for i, _ in enumerate(loader):                    # epoch 1, abandoned after 2 batches
+        if i == 1:
+            break
+    assert (loader.state_dict()['epoch'], loader.state_dict()['batches_served']) == (1, 2)
+    fresh = Loader(scalars, batch_size=100, order=OrderOption.RANDOM, seed=5)
+    fresh.load_state_dict(loader.state_dict())
+    assert fresh.state_dict()['batches_served'] == 2 and fresh.seed == 0
+    assert len(collect(fresh)) == 4                   # the 4 batches epoch 1 still owed
+    with pytest.raises(ValueError, match='batch_size'):
+        Loader(scalars, batch_size=50).load_state_dict(loader.state_dict())

@@ -163,6 +163,8 @@ class EpochIterator:
             state.release_events[finished % state.slots] = event
         wanted = finished + 1
         if wanted >= self.num_batches:
+            if loader is not None and loader._current_epoch == self.epoch:
+                loader._finished = True
             self.close()
             raise StopIteration
         with state.condition:
@@ -190,9 +192,6 @@ class EpochIterator:
     def close(self) -> None:
         """Stop the workers and release the epoch's memory (idempotent)."""
         self._state.close()
-        loader = self.loader_ref()
-        if loader is not None and loader._current_epoch == self.epoch:
-            loader._active = False
 
     def __enter__(self):
         return self

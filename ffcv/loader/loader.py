@@ -145,7 +145,7 @@ class Loader:
         self.next_epoch = 0            # epoch of the next fresh iter(loader)
         self._current_epoch = None     # epoch of the last iter(loader)
         self._batches_served = 0       # batches handed out in that epoch
-        self._active = False           # its iterator is still open
+        self._finished = False         # that epoch was iterated to its end
         self._resume = None            # (epoch, batch) set by load_state_dict for the next iter(loader)
         first = self._epoch_order(0)
         self._length = self._num_batches(len(first))
@@ -189,7 +189,7 @@ class Loader:
         for pipeline in self.pipelines:
             pipeline.allocate(self.batch_size, self.slots, pin, self._buffers)
         self.next_epoch = epoch + 1
-        self._current_epoch, self._batches_served, self._active = epoch, first_batch, True
+        self._current_epoch, self._batches_served, self._finished = epoch, first_batch, first_batch >= count
         context = self.memory_manager.schedule_epoch(batches, first_batch=first_batch)
         return EpochIterator(self, batches, first_batch, context, epoch)
 
@@ -198,14 +198,15 @@ class Loader:
     def state_dict(self) -> dict:
         """Position of the next batch: resuming from it continues exactly there.
 
-        Call it between batches (typically when checkpointing after an optimizer step). Inside an epoch it
-        points into that epoch; once the epoch's iterator is finished or closed, at the next epoch.
+        Call it between batches (typically when checkpointing after an optimizer step). Until an epoch is
+        iterated to its end it points into that epoch (also after a `break` or an exception: the rest of the
+        epoch is what a preempted run still owes); after its last batch, at the start of the next epoch.
         """
         if self._resume is not None:
             epoch, batch = self._resume
         elif self._current_epoch is None:
             epoch, batch = self.next_epoch, 0
-        elif self._active and self._batches_served < self._length:
+        elif not self._finished:
             epoch, batch = self._current_epoch, self._batches_served
         else:
             epoch, batch = self._current_epoch + 1, 0
