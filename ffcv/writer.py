@@ -11,6 +11,7 @@ file is complete; an exception, Ctrl-C or a killed process never leaves a file a
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -74,9 +75,9 @@ class _SampleEncoder:
             row = first_row + i
             buffers = self._encode_one(metadata[i:i + 1], row, source_index, sample)
             sizes = [b.size for b in buffers]
-            if sum(sizes) > self.page_size:
+            if _footprint(sizes) > self.page_size:
                 raise DatasetWriteError(
-                    f'sample {source_index} (row {row}) needs {sum(sizes)} bytes of heap data, more than '
+                    f'sample {source_index} (row {row}) needs {_footprint(sizes)} bytes of heap data, more than '
                     f'one page ({self.page_size} bytes); use a larger page_size (a power of two)')
             row_bytes = metadata[i:i + 1].tobytes()
             for k in range(len(buffers)):
@@ -128,14 +129,43 @@ class _SampleEncoder:
 _worker_state: dict = {}
 
 
-def _init_worker(encoder: _SampleEncoder, source) -> None:
-    try:
-        import cv2
-        cv2.setNumThreads(1)  # one process per core already
-    except ImportError:
-        pass
+def _init_worker(encoder: _SampleEncoder, source, single_thread_opencv: bool = False) -> None:
+    """Per-process setup. `single_thread_opencv` only in spawned workers: see `_opencv_threads`."""
+    if single_thread_opencv:
+        cv2 = _import_cv2()
+        if cv2 is not None:
+            cv2.setNumThreads(1)  # one process per core already
     _worker_state['encoder'] = encoder
     _worker_state['source'] = source
+
+
+def _import_cv2():
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+@contextlib.contextmanager
+def _opencv_threads(count: int):
+    """Set OpenCV's thread count in this process for the duration, then restore it.
+
+    Forked workers must inherit a single-threaded OpenCV from the parent: calling
+    ``cv2.setNumThreads`` inside a forked child whose parent had already run OpenCV's thread pool
+    (any earlier resize in the parent, e.g. in the dataset) blocks forever in pthread_cond_destroy,
+    tearing down a pool whose threads do not exist in the child.
+    """
+    cv2 = _import_cv2()
+    if cv2 is None:
+        yield
+        return
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def _encode_indexed_chunk(task: Tuple[int, Sequence[int]]) -> _EncodedChunk:
@@ -177,6 +207,16 @@ def _encode_shard(task: Tuple[int, str, int]) -> _EncodedChunk:
 
 # --- Layout (runs in the parent) -----------------------------------------------------------------
 
+def _footprint(sizes: Sequence[int]) -> int:
+    """Bytes a sample's allocations take in a page: an empty allocation takes one (zero) byte.
+
+    So no two allocations share an offset. FFCV 1.0.2 finds a blob's size by looking its offset up in
+    the sorted allocation table; were an empty blob at the same offset as the next one (an empty
+    BytesField before a JSONField, say), it could find size 0 for the non-empty one and lose its data.
+    """
+    return sum(size or 1 for size in sizes)
+
+
 class _PageLayout:
     """Places encoded samples into pages of the output file, in row order."""
 
@@ -206,18 +246,25 @@ class _PageLayout:
             if not sizes:
                 continue
             total = sum(sizes)
-            if self.page_used + total > self.page_size:
+            span = _footprint(sizes)
+            if self.page_used + span > self.page_size:
                 self._flush_page()
             self.any_page = True
             base = self.data_start + self.page_number * self.page_size + self.page_used
-            self.page[self.page_used:self.page_used + total] = chunk.blob[blob_pos:blob_pos + total]
+            if span == total:  # the usual case: the sample's data is one contiguous run
+                self.page[self.page_used:self.page_used + total] = chunk.blob[blob_pos:blob_pos + total]
+            else:  # an empty allocation leaves a one-byte gap (see `_footprint`)
+                at, read = self.page_used, blob_pos
+                for size in sizes:
+                    self.page[at:at + size] = chunk.blob[read:read + size]
+                    at, read = at + (size or 1), read + size
             offset = 0
             for size in sizes:
                 ptrs.append(base + offset)
                 alloc_sizes.append(size)
-                offset += size
+                offset += size or 1
             alloc_rows.extend([chunk.first_row + i] * len(sizes))
-            self.page_used += total
+            self.page_used += span
             blob_pos += total
         for sample, at, k in chunk.relocations:
             struct.pack_into('<Q', meta, sample * self.row_size + at, ptrs[first_alloc[sample] + k])
@@ -404,9 +451,12 @@ class DatasetWriter:
                 _worker_state.clear()
             return
         method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
+        for field in encoder.fields:  # JIT-compiled encoders compile here once, not in every worker
+            getattr(field, '_warm_up', lambda: None)()
         context = multiprocessing.get_context(method)
-        pool = context.Pool(min(self.num_workers, len(tasks)), initializer=_init_worker,
-                            initargs=(encoder, source))
+        with _opencv_threads(1):  # forked workers inherit it (see `_opencv_threads`)
+            pool = context.Pool(min(self.num_workers, len(tasks)), initializer=_init_worker,
+                                initargs=(encoder, source, method != 'fork'))
         try:
             for task, chunk in zip(tasks, pool.imap(work_fn, tasks, chunksize=1)):
                 yield chunk, task_size(task)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Optional, Type
 
-import cv2
 import numpy as np
 
+from ._area_resize import area_resize, warm_up
 from .base import Field, current_row, empty_arguments
 from .. import codec
 
@@ -60,7 +60,7 @@ def resize_to_max_side(image: np.ndarray, max_resolution: Optional[int]) -> np.n
     if ratio >= 1:
         return image
     new_width, new_height = (int(v) for v in (ratio * np.array([width, height])).astype(int))
-    return cv2.resize(image, (max(new_width, 1), max(new_height, 1)), interpolation=cv2.INTER_AREA)
+    return area_resize(image, max(new_width, 1), max(new_height, 1))  # = cv2 INTER_AREA, faster
 
 
 class RGBImageField(Field):
@@ -137,6 +137,11 @@ class RGBImageField(Field):
         entry['data_ptr'], buffer = malloc(data.size)
         buffer[:] = data
         destination[0] = entry
+
+    def _warm_up(self) -> None:
+        """Called by the writer before it forks: compile the resize kernel once, in the parent."""
+        if self.max_resolution is not None:
+            warm_up()
 
     def get_decoder_class(self) -> Type:
         return SimpleRGBImageDecoder

@@ -1,0 +1,33 @@
+"""Our .beton files against FFCV 1.0.2 itself, both directions (benchmarks/ffcv_compat.py).
+
+Needs the FFCV 1.0.2 environment built outside the repo; skipped without it. About 25 s: FFCV's
+Loader compiles its pipelines with numba on every run.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location('ffcv_bench_compat', REPO / 'benchmarks' / 'ffcv_compat.py')
+compat = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compat)
+ANCHOR = compat.anchor.default_anchor_python()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(ANCHOR).exists(),
+                    reason='FFCV 1.0.2 environment not built (bash ../shared/tools/setup_ffcv_anchor.sh)')
+def test_ffcv_reads_our_files_and_we_read_ffcv_files(tmp_path):
+    rows = compat.run_checks(ANCHOR, tmp_path)
+    failed = [f"{r['direction']}: {r['file']} {r['field']} {r['check']}: {r['detail']}" for r in rows if not r['ok']]
+    assert not failed, '\n'.join(failed)
+    checked = {(r['file'], r['field']) for r in rows}
+    for field in ('int', 'float', 'mat', 'vec16', 'tensor'):
+        assert ('ours_scalars_arrays.beton', field) in checked
+        assert ('ffcv_scalars_arrays.beton', field) in checked
+    for field in ('raw', 'jpg', 'smart', 'prop'):
+        assert ('ours_images_varied.beton', field) in checked
+        assert ('ffcv_images.beton', field) in checked
