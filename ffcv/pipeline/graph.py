@@ -77,6 +77,8 @@ class OutputPipeline:
                 raise PipelineError(f'{self.describe(step)}: generate_code failed: {exc}') from exc
             step.with_indices = bool(getattr(code, 'with_indices', False))
             step.with_seeds = bool(getattr(code, 'with_seeds', False))
+            if getattr(code, 'seed_key', None) is not None:  # ops sharing draws across pipelines (mixup)
+                step.key = int(code.seed_key)
             step.function = Compiler.compile(code) if step.state.jit_mode else code
 
     def allocate(self, batch_size: int, slots: int, pin: bool, previous: Dict) -> None:

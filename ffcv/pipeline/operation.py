@@ -16,6 +16,8 @@ An operation is set up once per epoch and then run once per batch:
    * ``is_parallel = True``: accepted for FFCV compatibility (prange is allowed in the body);
    * ``with_seeds = True`` (ours): receives a uint64 array of per-sample random seeds, a pure
      function of (loader seed, epoch, sample index, op position), after the indices;
+   * ``seed_key = <int>`` (ours): replaces the op position in that function, so that operations
+     in different pipelines (ImageMixup and LabelMixup) receive the same seeds for the same samples;
    * ``python_code = True`` (ours): the function is plain Python (it may release the GIL inside C
      code) and is never given to numba.
 
