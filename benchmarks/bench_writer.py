@@ -228,13 +228,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'FFCV 1.0.2 environment not found at {args.anchor_python} (build it with {anchor.SETUP_HINT}); '
               'reporting ours only. (The torch DataLoader baseline does not apply to writing.)')
     workdir = tempfile.mkdtemp(prefix='ffcv-bench-writer-', dir=args.workdir)
+    load_before = tuple(round(v, 1) for v in os.getloadavg())
     try:
         results = {name: bench_case(name, args, workdir, anchor_python) for name in args.cases.split(',')}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results)
+    load = {'before': load_before, 'after': tuple(round(v, 1) for v in os.getloadavg())}
+    print(f'\nload average (1, 5, 15 min) before {load["before"]}, after {load["after"]} on '
+          f'{os.cpu_count()} CPUs: other work on the machine slows both writers and adds noise; '
+          'the CPU-time columns are the steadier comparison')
     report = {'benchmark': 'writer', 'quick': args.quick, 'repeats': args.repeats, 'warmup': args.warmup,
-              'num_workers': args.num_workers, 'environment': environment_info(anchor_python), 'cases': results}
+              'num_workers': args.num_workers, 'load_average': load, 'environment': environment_info(anchor_python),
+              'cases': results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + '\n')
