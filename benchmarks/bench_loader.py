@@ -19,6 +19,8 @@ Systems, all with the same thread / worker count (default: every CPU this proces
 Every measurement runs in its own fresh process (benchmarks/loader_worker.py): the first epoch is timed
 from the loader's construction (compilation included), then `--epochs - 1` steady epochs (median), and
 the process's peak RSS. Systems alternate within each of `--repeats` rounds; medians are reported.
+On a shared machine, a measurement during which other processes used more than --max-other-load cores is
+repeated (--retries) and the quietest attempt kept; every result records that other load.
 
   python benchmarks/bench_loader.py                   # full run, JSON in bench_results/loader.json
   python benchmarks/bench_loader.py --quick           # smoke run (1,000 photos, 10,000 CIFAR, 1 repeat)
@@ -168,6 +170,21 @@ def run_measurement(system: str, spec: dict, anchor_python: Optional[str], timeo
     return result
 
 
+def measure_quietly(system: str, spec: dict, anchor_python: Optional[str], args) -> dict:
+    """`run_measurement`, repeated (up to --retries times) while other processes loaded the machine by more
+    than --max-other-load cores meanwhile; the attempt with the least other load is kept."""
+    attempts = []
+    for attempt in range(args.retries + 1):
+        attempts.append(run_measurement(system, spec, anchor_python, args.timeout))
+        if attempts[-1]['other_load_cores'] <= args.max_other_load:
+            break
+        print(f"  ({system}: other processes used {attempts[-1]['other_load_cores']:.1f} cores meanwhile; "
+              f"{'measuring again' if attempt < args.retries else 'keeping the quietest attempt'})", flush=True)
+    best = min(attempts, key=lambda r: r['other_load_cores'])
+    best['other_load_attempts'] = [r['other_load_cores'] for r in attempts]
+    return best
+
+
 def ours_has_cifar_transforms() -> bool:
     try:
         from ffcv.transforms import Cutout, RandomTranslate  # noqa: F401
@@ -190,7 +207,7 @@ def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], a
     for repeat in range(args.repeats):
         order = systems[repeat % len(systems):] + systems[:repeat % len(systems)]
         for system in order:
-            result = run_measurement(system, spec, anchor_python, args.timeout)
+            result = measure_quietly(system, spec, anchor_python, args)
             runs[system].append(result)
             print(f"  repeat {repeat + 1} {system:>5}: first epoch {result['first_images_per_s']:8,.0f} img/s "
                   f"({result['first_epoch_s']:.2f} s), steady {result['steady_images_per_s']:8,.0f} img/s, "
@@ -298,6 +315,11 @@ def parse_args(argv: Optional[List[str]] = None):
                         help='JPEG decoder of the torch baseline (default pil, what torchvision datasets use)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--timeout', type=float, default=900, help='seconds allowed per measurement process')
+    parser.add_argument('--max-other-load', type=float, default=0.5,
+                        help='CPU cores other processes may use during a measurement before it is retried '
+                             '(shared machines; default 0.5)')
+    parser.add_argument('--retries', type=int, default=2, help='extra attempts of a measurement disturbed by '
+                                                               'other processes (default 2)')
     parser.add_argument('--anchor-python', default=anchor.default_anchor_python(),
                         help='python of the FFCV 1.0.2 environment (env FFCV_ANCHOR_PYTHON)')
     parser.add_argument('--out', default='bench_results/loader.json', help='JSON results file')
