@@ -186,8 +186,10 @@ def train(s: dict, logger: RunLogger, folder: Path) -> dict:
                      'schedule': schedule.state_dict(), 'loader': train_loader.state_dict(), 'step': step,
                      'settings': s}, folder / 'checkpoint.pt')
 
-    def on_signal(signum, frame):
-        raise Preempted(signal.Signals(signum).name)
+    stop_signal = []
+
+    def on_signal(signum, frame):  # stop after the current step: the checkpoint then matches the loader
+        stop_signal.append(signal.Signals(signum).name)
     previous_handler = signal.signal(signal.SIGTERM, on_signal)
     start_epoch = train_loader.state_dict()['epoch']
     try:
@@ -211,6 +213,8 @@ def train(s: dict, logger: RunLogger, folder: Path) -> dict:
                     checkpoint()
                 if s['training.max_steps'] and step >= s['training.max_steps']:
                     raise Preempted('max_steps')
+                if stop_signal:
+                    raise Preempted(stop_signal[0])
             train_time = time.time() - epoch_start
             checkpoint()
             logger.log({'epoch': epoch, 'step': step, 'train_loss': loss_sum / max(seen, 1),

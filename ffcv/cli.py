@@ -94,7 +94,8 @@ def _open_reader(path: str, custom_specs: Sequence[str] = ()) -> Reader:
         raise CommandError(str(exc)) from None
     except ValueError as exc:  # custom field without a class, unknown type id
         hint = ' (give its class with --custom-field NAME=module:Class)' if 'custom' in str(exc) else ''
-        raise CommandError(f'{path}: {exc}{hint}') from None
+        message = str(exc) if path in str(exc) else f'{path}: {exc}'
+        raise CommandError(f'{message}{hint}') from None
 
 
 def _field_class_name(reader: Reader, index: int) -> str:

@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Optional, Type
 import numpy as np
 
 from .fields.base import Field
-from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, MAX_PAGE_SIZE, FieldDescType, HeaderType,
+from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, CUSTOM_TYPE_ID, MAX_PAGE_SIZE, FieldDescType, HeaderType,
                     decode_field_name, get_metadata_type, is_power_of_2, resolve_handler_class)
 
 __all__ = ['Reader', 'CorruptFileError']
@@ -53,11 +53,18 @@ class Reader:
     def __init__(self, fname: str, custom_handlers: Optional[Mapping[str, Type[Field]]] = None):
         self._fname = os.fspath(fname)
         self.custom_handlers = dict(custom_handlers or {})
+        for name, cls in self.custom_handlers.items():
+            if not (isinstance(cls, type) and issubclass(cls, Field)):
+                raise TypeError(f"custom field '{name}': expected a Field subclass (the class, not an instance), "
+                                f'got {cls!r}')
         self._mmap = None
         try:
-            self.file_size = os.path.getsize(self._fname)
+            self.file_stat = os.stat(self._fname)  # memory managers check that they read this very file
         except OSError as exc:
             raise FileNotFoundError(f'{self._fname}: cannot open ({exc.strerror})') from None
+        self.file_size = self.file_stat.st_size
+        if os.path.isdir(self._fname):
+            raise IsADirectoryError(f'{self._fname}: is a directory, not a .beton file')
         self._read_header()
         self._read_field_descriptors()
         self._read_metadata()
@@ -106,7 +113,12 @@ class Reader:
             self._fail(f'duplicate field names {names}')
         handlers: Dict[str, Field] = {}
         for name, descriptor in zip(names, descriptors):
-            cls = resolve_handler_class(int(descriptor['type_id']), name, self.custom_handlers)
+            try:
+                cls = resolve_handler_class(int(descriptor['type_id']), name, self.custom_handlers)
+            except ValueError as exc:
+                if int(descriptor['type_id']) != CUSTOM_TYPE_ID:  # no writer produces other ids
+                    self._fail(f'{exc} (corrupt, or not a .beton file)')
+                raise ValueError(f'{self._fname}: {exc}') from None  # a custom field: the caller must help
             try:
                 handlers[name] = cls.from_binary(descriptor['arguments'])
             except Exception as exc:
@@ -148,6 +160,7 @@ class Reader:
         if table.size == 0:
             self.sorted_ptrs = np.zeros(0, np.uint64)
             self.sorted_sizes = np.zeros(0, np.uint64)
+            self._sorted_owners = np.zeros(0, np.uint64)
             return
         ptrs, sizes = table['ptr'], table['size']
         bad = np.flatnonzero(table['sample_id'] >= np.uint64(self.num_samples))
@@ -170,6 +183,7 @@ class Reader:
         order = np.lexsort((sizes, ptrs))
         self.sorted_ptrs = np.ascontiguousarray(ptrs[order])
         self.sorted_sizes = np.ascontiguousarray(sizes[order])
+        self._sorted_owners = table['sample_id'][order]
         overlap = np.flatnonzero(self.sorted_ptrs[:-1] + self.sorted_sizes[:-1] > self.sorted_ptrs[1:])
         if overlap.size:
             self._fail(f'allocations at offsets {int(self.sorted_ptrs[overlap[0]])} and '
@@ -193,6 +207,7 @@ class Reader:
             if bad.size:
                 self._fail(f"sample {bad[0]}, field '{name}': data pointer {int(ptrs[bad[0]])} is not an "
                            'allocation of the file')
+            self._check_owners(name, ptrs, position)
             if sizes is None:
                 continue
             stored = self.sorted_sizes[position]
@@ -204,6 +219,18 @@ class Reader:
                 if self._blob_size(int(ptrs[row]), int(sizes[row])) is None:
                     self._fail(f"sample {row}, field '{name}': metadata says {int(sizes[row])} bytes but "
                                f'the allocation at {int(ptrs[row])} holds {int(stored[row])}')
+
+    def _check_owners(self, name: str, ptrs: np.ndarray, position: np.ndarray) -> None:
+        """Sample i's data must be an allocation of sample i: the process cache (os_cache=False) reads
+        the pages of each sample from the allocation table, so a wrong owner would mean unread memory."""
+        rows = np.arange(ptrs.size, dtype=np.uint64)
+        for row in np.flatnonzero(self._sorted_owners[position] != rows):
+            ptr = np.uint64(ptrs[row])  # several allocations may share ptr (zero-size ones): any may match
+            lo, hi = self.sorted_ptrs.searchsorted(ptr, 'left'), self.sorted_ptrs.searchsorted(ptr, 'right')
+            owners = self._sorted_owners[lo:hi]
+            if not (owners == np.uint64(row)).any():
+                self._fail(f"sample {row}, field '{name}': data pointer {int(ptr)} is an allocation of sample "
+                           f'{int(owners[0])} in the allocation table')
 
     def _blob_size(self, ptr: int, wanted: Optional[int] = None) -> Optional[int]:
         """Size of the allocation at ptr (the one of size `wanted` when several share ptr)."""

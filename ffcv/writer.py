@@ -7,7 +7,8 @@ format requires), patching the provisional pointers into absolute file offsets. 
 depends only on the data, never on the number of workers: the same dataset gives byte-identical files.
 
 Everything is written to a temporary file beside the target, which is renamed into place only when the
-file is complete; an exception, Ctrl-C or a killed process never leaves a file at the target path.
+file is complete; an exception, Ctrl-C or a killed process never leaves a file at the target path. The
+temporary file of a killed writer is removed by the next writer of that target (see `_partial_files`).
 """
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ import logging
 import multiprocessing
 import os
 import struct
-import tempfile
 import warnings
 from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
+from ._partial_files import create_partial
 from .fields.base import Field, set_current_row
 from .utils import available_cpus
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, DEFAULT_PAGE_SIZE, FIELD_NAME_BYTES, MAX_PAGE_SIZE,
@@ -34,8 +35,11 @@ __all__ = ['DatasetWriter', 'DatasetWriteError', 'MIN_PAGE_SIZE', 'MAX_PAGE_SIZE
 logger = logging.getLogger(__name__)
 
 # Provisional heap pointers handed out by workers: a recognisable high tag plus the allocation's number
-# within its sample. Real file offsets never come near 2**63.
+# within its sample. Real file offsets never come near 2**63. A stored value may happen to equal a tag
+# (an IntField holding 0x7FFCC5EA00000000): such a row is encoded again with the second tag, and only the
+# places where both encodings hold their tag are pointers.
 _PROVISIONAL_TAG = 0x7FFC_C5EA_0000_0000
+_SECOND_TAG = 0x7FFB_3A15_0000_0000
 
 
 class DatasetWriteError(ValueError):
@@ -79,19 +83,20 @@ class _SampleEncoder:
                 raise DatasetWriteError(
                     f'sample {source_index} (row {row}) needs {_footprint(sizes)} bytes of heap data, more than '
                     f'one page ({self.page_size} bytes); use a larger page_size (a power of two)')
-            row_bytes = metadata[i:i + 1].tobytes()
-            for k in range(len(buffers)):
-                tag = (_PROVISIONAL_TAG + k).to_bytes(8, 'little')
-                at = row_bytes.find(tag)
-                while at >= 0:
-                    relocations.append((i, at, k))
-                    at = row_bytes.find(tag, at + 1)
+            found = _tag_positions(metadata[i:i + 1].tobytes(), _PROVISIONAL_TAG, len(buffers))
+            if any(len(positions) != 1 for positions in found):  # a value equal to a tag, or a custom field
+                again = np.zeros(1, dtype=self.metadata_type)  # storing its pointer twice or not at all
+                self._encode_one(again, row, source_index, sample, _SECOND_TAG)
+                second = _tag_positions(again.tobytes(), _SECOND_TAG, len(buffers))
+                found = [sorted(set(first) & set(other)) for first, other in zip(found, second)]
+            relocations.extend((i, at, k) for k, positions in enumerate(found) for at in positions)
             for buffer in buffers:
                 blob += buffer.data
             all_sizes.append(sizes)
         return _EncodedChunk(first_row, metadata.tobytes(), bytes(blob), all_sizes, relocations)
 
-    def _encode_one(self, destination_row, row, source_index, sample) -> List[np.ndarray]:
+    def _encode_one(self, destination_row, row, source_index, sample, tag: int = _PROVISIONAL_TAG
+                    ) -> List[np.ndarray]:
         if len(self.fields) == 1 and not isinstance(sample, (tuple, list)):
             sample = (sample,)
         if not isinstance(sample, (tuple, list)):
@@ -111,7 +116,7 @@ class _SampleEncoder:
                                  'use a larger page_size')
             buffer = np.zeros(size, dtype=np.uint8)
             buffers.append(buffer)
-            return _PROVISIONAL_TAG + len(buffers) - 1, buffer
+            return tag + len(buffers) - 1, buffer
 
         set_current_row(row)
         for index, (name, field, value) in enumerate(zip(self.names, self.fields, sample)):
@@ -123,6 +128,19 @@ class _SampleEncoder:
                 raise DatasetWriteError(f"sample {source_index} (row {row}), field '{name}' "
                                         f'({field.describe()}): {type(exc).__name__}: {exc}') from exc
         return buffers
+
+
+def _tag_positions(row_bytes: bytes, tag: int, count: int) -> List[List[int]]:
+    """For each allocation k < count, the byte offsets in the row holding the provisional pointer tag + k."""
+    found = []
+    for k in range(count):
+        needle, positions = (tag + k).to_bytes(8, 'little'), []
+        at = row_bytes.find(needle)
+        while at >= 0:
+            positions.append(at)
+            at = row_bytes.find(needle, at + 1)
+        found.append(positions)
+    return found
 
 
 # Worker-process globals, set by `_init_worker` (inherited through fork, never pickled).
@@ -342,6 +360,11 @@ class DatasetWriter:
                 raise ValueError(f"two fields share the stored name '{name[:FIELD_NAME_BYTES]}'")
             names.add(name[:FIELD_NAME_BYTES])
         self.fname = os.fspath(fname)
+        folder = os.path.dirname(os.path.abspath(self.fname))
+        if os.path.isdir(self.fname):
+            raise IsADirectoryError(f'{self.fname} is a directory; give the path of the .beton file to write')
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f'cannot write {self.fname}: the folder {folder} does not exist')
         self.fields = dict(fields)
         self.page_size = int(page_size)
         self.num_workers = available_cpus() if num_workers < 1 else int(num_workers)
@@ -409,9 +432,7 @@ class DatasetWriter:
                task_size: Callable) -> None:
         descriptors = self._descriptors()
         encoder = _SampleEncoder(self.fields, self.page_size)
-        directory = os.path.dirname(os.path.abspath(self.fname))
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=os.path.basename(self.fname) + '.',
-                                        suffix='.partial')
+        fd, tmp_name = create_partial(self.fname)  # locked; also removes files of dead writers
         try:
             with os.fdopen(fd, 'w+b') as fp:
                 header = np.zeros(1, dtype=HeaderType)

@@ -22,6 +22,8 @@ def _as_scalar(value, kinds: str, what: str):
         value = value.reshape(()).item()
     if isinstance(value, bool) or not isinstance(value, numbers.Number):
         raise TypeError(f'expected {what}, got {type(value).__name__} {value!r}')
+    if isinstance(value, numbers.Integral) and 'i' in kinds:
+        return int(value)  # any size: the field checks its range
     if np.asarray(value).dtype.kind not in kinds:
         raise TypeError(f'expected {what}, got {type(value).__name__} {value!r}')
     return value

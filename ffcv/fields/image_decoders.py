@@ -32,6 +32,15 @@ def _size_range(column) -> str:
     return f'{int(widths.min())}x{int(heights.min())} to {int(widths.max())}x{int(heights.max())} (WxH)'
 
 
+def _check_header_size(blob: np.ndarray, height: int, width: int) -> None:
+    """Compare the JPEG's own size with the metadata before a DCT-scaled decode, whose output size
+    alone cannot tell a JPEG twice as large as the metadata says from the right one."""
+    if codec.jpeg_size(blob) != (height, width):
+        stored_height, stored_width = codec.jpeg_size(blob)
+        raise codec.JPEGDecodeError(f'JPEG is {stored_width}x{stored_height} but the metadata says '
+                                    f'{width}x{height}')
+
+
 def _check_decoded_size(image: np.ndarray, height: int, width: int, scaled: bool) -> None:
     """A JPEG whose header disagrees with the stored metadata is corrupt."""
     if scaled:  # M/8 scaling rounds up: ceil(side * M / 8)
@@ -152,6 +161,8 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
                             scratch = self._scratch_buffer()
                         need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
                         scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
+                        if scaled:
+                            _check_header_size(blob, height, width)
                         image = codec.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
                                                   min_width=need_w if scaled else 0)
                         _check_decoded_size(image, height, width, scaled)

@@ -167,15 +167,19 @@ class EpochIterator:
                 loader._finished = True
             self.close()
             raise StopIteration
-        with state.condition:
-            state.released = finished
-            state.results.pop(finished, None)
-            state.condition.notify_all()
-            while wanted not in state.results:
-                if state.stopped and not state.threads:
-                    raise RuntimeError('the loader was closed')
-                state.condition.wait(timeout=0.5)
-            result = state.results[wanted]
+        try:
+            with state.condition:
+                state.released = finished
+                state.results.pop(finished, None)
+                state.condition.notify_all()
+                while wanted not in state.results:
+                    if state.stopped and not state.threads:
+                        raise RuntimeError('the loader was closed')
+                    state.condition.wait(timeout=0.5)
+                result = state.results[wanted]
+        except BaseException:  # Ctrl-C while waiting: this frame (and the iterator) lives on in the
+            self.close()       # traceback for as long as the handler runs, so stop the workers now
+            raise
         if isinstance(result, BaseException):
             self.close()
             raise result

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 
 from ..memory_managers import OSCacheManager
+from ..memory_managers.process_cache.manager import physical_memory
 from ..pipeline.graph import build_pipelines
 from ..reader import Reader
 from ..traversal_order.base import TraversalOrder
 from ..utils import available_cpus
+from . import _arguments as arguments
 from .epoch_iterator import EpochIterator
 
 
@@ -93,20 +95,18 @@ class Loader:
                  pipelines: Optional[Mapping] = None, custom_fields: Optional[Mapping] = None,
                  drop_last: bool = True, batches_ahead: int = 3, recompile: bool = False,
                  order_kwargs: Optional[Mapping] = None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
-        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)):
-            raise ValueError(f'num_workers must be an integer (< 1: all CPUs), got {num_workers!r}')
-        if isinstance(batches_ahead, bool) or not isinstance(batches_ahead, (int, np.integer)) or batches_ahead < 1:
-            raise ValueError(f'batches_ahead must be a positive integer, got {batches_ahead!r}')
+        self.batch_size = arguments.integer('batch_size', batch_size)
+        num_workers = arguments.integer('num_workers', num_workers, None, arguments.MAX_THREADS, ' (< 1: all CPUs)')
+        self.batches_ahead = arguments.integer('batches_ahead', batches_ahead, maximum=arguments.MAX_THREADS)
         self.fname = os.fspath(fname)
-        self.batch_size = int(batch_size)
-        self.num_workers = available_cpus() if num_workers < 1 else int(num_workers)
-        self.os_cache = os_cache
-        self.distributed = distributed
-        self.drop_last = drop_last
-        self.batches_ahead = int(batches_ahead)
-        self.recompile = recompile
+        self.num_workers = available_cpus() if num_workers < 1 else num_workers
+        self.os_cache = arguments.flag('os_cache', os_cache)
+        self.distributed = arguments.flag('distributed', distributed)
+        self.drop_last = arguments.flag('drop_last', drop_last)
+        self.recompile = arguments.flag('recompile', recompile)
+        for name, value in (('pipelines', pipelines), ('custom_fields', custom_fields), ('order_kwargs', order_kwargs)):
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f'{name} must be a mapping (a dict) or None, got {type(value).__name__}')
         self.lookahead = max(self.batches_ahead, self.num_workers)
         self.slots = self.lookahead + 1
         order_class = _order_class(order)
@@ -116,11 +116,7 @@ class Loader:
         if indices is None:
             self.indices = np.arange(self.reader.num_samples, dtype=np.int64)
         else:
-            self.indices = np.array(indices, dtype=np.int64).reshape(-1)
-            bad = self.indices[(self.indices < 0) | (self.indices >= self.reader.num_samples)]
-            if bad.size:
-                raise IndexError(f'indices must lie in [0, {self.reader.num_samples}) for {self.fname}; '
-                                 f'got {int(bad[0])}')
+            self.indices = arguments.sample_indices(indices, self.reader.num_samples, self.fname)
         if seed is None:
             if distributed and order != OrderOption.SEQUENTIAL:
                 warnings.warn('distributed shuffled order without a seed: using seed 0 on every rank so that '
@@ -128,7 +124,7 @@ class Loader:
                 seed = 0
             else:
                 seed = int(np.random.randint(0, 2**31 - 1))
-        self.seed = int(seed)
+        self.seed = arguments.seed_value(seed)
 
         if os_cache:
             self.memory_manager = OSCacheManager(self.reader)
@@ -186,6 +182,7 @@ class Loader:
         if self.recompile:
             self._generate_code()
         pin = torch.cuda.is_available() and any(p.uses_cuda for p in self.pipelines)
+        arguments.check_buffer_memory(self.pipelines, self.batch_size, self.slots, self.fname, physical_memory())
         for pipeline in self.pipelines:
             pipeline.allocate(self.batch_size, self.slots, pin, self._buffers)
         self.next_epoch = epoch + 1

@@ -13,6 +13,7 @@ and by its Python twin (`read_blob_py`), so decoders work with any manager:
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, List, Sequence
 
@@ -60,6 +61,29 @@ def read_blob_py(ptr, state) -> np.ndarray:
     """Python twin of `read_blob` (used when compilation is disabled)."""
     starts, sizes = locate_blobs(np.array([ptr]), state)
     return state[0][starts[0]:starts[0] + sizes[0]]
+
+
+def check_unchanged(reader: 'Reader', stat: os.stat_result) -> None:
+    """CorruptFileError unless `stat` is of the very file `reader` parsed, unmodified since."""
+    from ..reader import CorruptFileError
+    old = reader.file_stat
+    if (stat.st_dev, stat.st_ino) != (old.st_dev, old.st_ino):
+        raise CorruptFileError(reader.file_name, 'was replaced by another file after it was opened; its metadata '
+                                                 'would not match the new data: create a new Loader to read it')
+    if (stat.st_size, stat.st_mtime_ns) != (old.st_size, old.st_mtime_ns):
+        raise CorruptFileError(reader.file_name, 'was modified in place after it was opened (size or modification '
+                                                 'time changed): create a new Loader to read it')
+
+
+def open_unchanged(reader: 'Reader') -> int:
+    """A read-only descriptor of the file `reader` parsed (see `check_unchanged`)."""
+    fd = os.open(reader.file_name, os.O_RDONLY)
+    try:
+        check_unchanged(reader, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ContextClosedError(RuntimeError):

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import mmap
+import os
+import threading
+import weakref
 from typing import Sequence
 
 import numpy as np
 
-from .base import MemoryContext, MemoryManager
+from .base import MemoryContext, MemoryManager, check_unchanged, open_unchanged
 
 
 class OSCacheContext(MemoryContext):
@@ -22,23 +25,35 @@ class OSCacheManager(MemoryManager):
     """Zero-copy reads from a read-only memory map of the file, shared by every epoch and process.
 
     The best choice when the dataset fits in RAM (it is then read from disk once, by whichever
-    process touches it first) or is on a fast local disk.
+    process touches it first) or is on a fast local disk. The map is of the file the Reader parsed:
+    replacing the path later (as `DatasetWriter` does) does not affect it; a file replaced before the
+    first epoch, or modified in place, raises `CorruptFileError` at the start of an epoch.
     """
 
     def __init__(self, reader):
         super().__init__(reader)
         self._mmap = None
         self._state = None
+        self._fd = None
+        self._lock = threading.Lock()
 
     @property
     def state(self) -> tuple:
         if self._state is None:
-            with open(self.reader.file_name, 'rb') as fp:
-                self._mmap = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
-            memory = np.frombuffer(self._mmap, dtype=np.uint8)
-            self._state = (memory, np.zeros(0, np.int64), np.int64(self.page_shift), self.sorted_ptrs,
-                           self.sorted_sizes)
+            with self._lock:  # the first batches of the first epoch ask from several threads
+                if self._state is None:
+                    self._open()
         return self._state
 
+    def _open(self) -> None:
+        fd = open_unchanged(self.reader)
+        weakref.finalize(self, os.close, fd)
+        self._fd = fd
+        self._mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        memory = np.frombuffer(self._mmap, dtype=np.uint8)
+        self._state = (memory, np.zeros(0, np.int64), np.int64(self.page_shift), self.sorted_ptrs, self.sorted_sizes)
+
     def schedule_epoch(self, batches: Sequence[np.ndarray], first_batch: int = 0) -> MemoryContext:
+        if self._fd is not None:
+            check_unchanged(self.reader, os.fstat(self._fd))
         return OSCacheContext(self)

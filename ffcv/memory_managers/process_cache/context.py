@@ -20,7 +20,7 @@ import errno
 import os
 import queue
 import threading
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class _PageCache:
     """State shared by the workers and the reader threads of one epoch."""
 
     def __init__(self, file_name: str, page_size: int, page_shift: int, schedule: EpochSchedule,
-                 page_ends: np.ndarray, memory: np.ndarray, prefetch: int, num_readers: int):
+                 page_ends: np.ndarray, memory: np.ndarray, prefetch: int, num_readers: int,
+                 open_file: Optional[Callable[[], int]] = None):
         self.file_name = file_name
         self.page_size = page_size
         self.page_shift = page_shift
@@ -67,7 +68,7 @@ class _PageCache:
         self.fd: Optional[int] = None
         self.closed = False
         if schedule.load_order.size:
-            self.fd = os.open(file_name, os.O_RDONLY)
+            self.fd = open_file() if open_file is not None else os.open(file_name, os.O_RDONLY)
 
     # -- worker side (called with self.cond held) --
 

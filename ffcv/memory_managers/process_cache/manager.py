@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..base import MemoryManager
+from ..base import MemoryManager, check_unchanged, open_unchanged
 from .context import ProcessCacheContext, _PageCache
 from .schedule import EpochSchedule, build_schedule, page_data_ends, sample_page_index
 
@@ -58,6 +59,9 @@ class ProcessCacheManager(MemoryManager):
         self._offsets, self._pages, self.num_pages = sample_page_index(reader.alloc_table, self.page_shift,
                                                                        reader.num_samples)
         self._page_ends = page_data_ends(reader.alloc_table, self.page_shift, self.num_pages)
+        # Opened once: every epoch reads the file the Reader parsed, even after the path is replaced.
+        self._fd = open_unchanged(reader)
+        weakref.finalize(self, os.close, self._fd)
 
     def schedule(self, batches: Sequence[np.ndarray], lookahead: Optional[int] = None) -> EpochSchedule:
         """The page schedule of an epoch visiting `batches` (no memory allocated, no I/O)."""
@@ -71,6 +75,7 @@ class ProcessCacheManager(MemoryManager):
         window the slots are sized for."""
         if not 0 <= first_batch <= len(batches):
             raise IndexError(f'first_batch {first_batch} out of range: this epoch has {len(batches)} batches')
+        check_unchanged(self.reader, os.fstat(self._fd))  # not modified in place since
         skipped = [np.zeros(0, np.int64)] * first_batch
         schedule = self.schedule(skipped + list(batches[first_batch:]), lookahead)
         needed = schedule.num_slots * self.page_size
@@ -88,6 +93,6 @@ class ProcessCacheManager(MemoryManager):
             raise MemoryError(f'{self.reader.file_name}: cannot allocate {needed / 2**30:.2f} GiB for '
                               f'{schedule.num_slots} pages: {hint}') from None
         cache = _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule,
-                           self._page_ends, memory, self.prefetch, self.num_readers)
+                           self._page_ends, memory, self.prefetch, self.num_readers, lambda: os.dup(self._fd))
         cache.ended[:first_batch] = True
         return ProcessCacheContext(cache, self.sorted_ptrs, self.sorted_sizes)
