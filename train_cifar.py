@@ -189,8 +189,12 @@ def train(s: dict, logger: RunLogger, folder: Path) -> dict:
     stop_signal = []
 
     def on_signal(signum, frame):  # stop after the current step: the checkpoint then matches the loader
+        if signum == signal.SIGINT and stop_signal:
+            raise KeyboardInterrupt  # second Ctrl-C: abort now, keep the last checkpoint as it is
         stop_signal.append(signal.Signals(signum).name)
-    previous_handler = signal.signal(signal.SIGTERM, on_signal)
+        if signum == signal.SIGINT:
+            print('stopping after this step (Ctrl-C again to abort without checkpointing)', flush=True)
+    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     start_epoch = train_loader.state_dict()['epoch']
     try:
         for epoch in range(start_epoch, epochs):
@@ -225,13 +229,14 @@ def train(s: dict, logger: RunLogger, folder: Path) -> dict:
             print(f"epoch {epoch}: loss {logger.history[-1]['train_loss']:.3f} train acc "
                   f"{logger.history[-1]['train_acc']:.3f} test acc {logger.history[-1]['test_acc']:.3f} "
                   f"({logger.history[-1]['images_per_s']:.0f} images/s)", flush=True)
-    except (Preempted, KeyboardInterrupt) as reason:
+    except Preempted as reason:
         checkpoint()
-        print(f'stopped ({reason or "interrupted"}) at step {step}; resume with '
-              f'--training.resume={folder / "checkpoint.pt"}', flush=True)
+        print(f'stopped ({reason}) at step {step}; resume with --training.resume={folder / "checkpoint.pt"}',
+              flush=True)
         return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     return {'test_acc': evaluate(model, test_loader, s['training.lr_tta'], amp), 'steps': step,
             'device': str(device)}
 

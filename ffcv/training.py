@@ -47,9 +47,24 @@ def environment_info() -> dict:
     return info
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete `path`.tmp<pid> files left by processes that were killed while saving."""
+    for stale in path.parent.glob(path.name + '.tmp*'):
+        pid = stale.name[len(path.name) + 4:]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 def atomic_save(obj, path) -> None:
     """torch.save to a temporary file, fsync, then rename: a crash leaves the previous file intact."""
     path = Path(path)
+    _remove_stale_temporaries(path)
     tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
     try:
         with open(tmp, 'wb') as handle:

@@ -133,3 +133,18 @@ def test_wandb_offline(recipe, tiny, tmp_path, monkeypatch):
     offline_runs = list((tmp_path / 'wb' / 'wandb').glob('offline-run-*'))
     assert offline_runs and any(f.suffix == '.wandb' for f in offline_runs[0].iterdir())
     assert os.environ['WANDB_MODE'] == 'offline'
+
+
+def test_atomic_save_removes_temporaries_of_dead_savers(tmp_path):
+    import subprocess
+
+    from ffcv.training import atomic_save
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    stale = tmp_path / f'checkpoint.pt.tmp{dead.pid}'
+    stale.write_bytes(b'half a checkpoint')
+    mine = tmp_path / f'checkpoint.pt.tmp{os.getpid()}x'  # not a pid: left alone
+    mine.write_bytes(b'')
+    atomic_save({'step': 3}, tmp_path / 'checkpoint.pt')
+    assert not stale.exists() and mine.exists()
+    assert torch.load(tmp_path / 'checkpoint.pt')['step'] == 3
