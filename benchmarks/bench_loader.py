@@ -19,8 +19,9 @@ Systems, all with the same thread / worker count (default: every CPU this proces
 Every measurement runs in its own fresh process (benchmarks/loader_worker.py): the first epoch is timed
 from the loader's construction (compilation included), then `--epochs - 1` steady epochs (median), and
 the process's peak RSS. Systems alternate within each of `--repeats` rounds; medians are reported.
-On a shared machine, a measurement during which other processes used more than --max-other-load cores is
-repeated (--retries) and the quietest attempt kept; every result records that other load.
+On a shared machine, each measurement waits (--max-wait) for the machine to be quiet; one during which
+other processes still used more than --max-other-load cores is repeated (--retries) and the quietest
+attempt kept; medians use the undisturbed runs when there are any (every result records the other load).
 
   python benchmarks/bench_loader.py                   # full run, JSON in bench_results/loader.json
   python benchmarks/bench_loader.py --quick           # smoke run (1,000 photos, 10,000 CIFAR, 1 repeat)
@@ -170,11 +171,30 @@ def run_measurement(system: str, spec: dict, anchor_python: Optional[str], timeo
     return result
 
 
+def busy_cores(seconds: float = 1.0) -> float:
+    """CPU cores the whole machine used over the next `seconds` (from /proc/stat)."""
+    def busy() -> float:
+        with open('/proc/stat') as stat:
+            values = [int(v) for v in stat.readline().split()[1:9]]
+        return (sum(values) - values[3] - values[4]) / os.sysconf('SC_CLK_TCK')
+    start = busy()
+    time.sleep(seconds)
+    return (busy() - start) / seconds
+
+
+def wait_until_quiet(limit: float, max_wait: float) -> None:
+    """Wait (at most `max_wait` s) until other processes use no more than `limit` cores."""
+    deadline = time.monotonic() + max_wait
+    while busy_cores() > limit and time.monotonic() < deadline:
+        pass
+
+
 def measure_quietly(system: str, spec: dict, anchor_python: Optional[str], args) -> dict:
-    """`run_measurement`, repeated (up to --retries times) while other processes loaded the machine by more
-    than --max-other-load cores meanwhile; the attempt with the least other load is kept."""
+    """`run_measurement` once the machine is quiet, repeated (up to --retries times) while other processes
+    still used more than --max-other-load cores meanwhile; the attempt with the least other load is kept."""
     attempts = []
     for attempt in range(args.retries + 1):
+        wait_until_quiet(args.max_other_load, args.max_wait)
         attempts.append(run_measurement(system, spec, anchor_python, args.timeout))
         if attempts[-1]['other_load_cores'] <= args.max_other_load:
             break
@@ -216,7 +236,10 @@ def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], a
                   flush=True)
     summary = {'spec': spec, 'count': dataset['count'], 'runs': runs}
     for system, results in runs.items():
+        quiet = [r for r in results if r['other_load_cores'] <= args.max_other_load]
+        results = quiet or results  # medians over the undisturbed runs when there are any
         summary[system] = {
+            'runs_used': len(results), 'runs_quiet': len(quiet),
             'first_images_per_s': statistics.median(r['first_images_per_s'] for r in results),
             'steady_images_per_s': statistics.median(r['steady_images_per_s'] for r in results),
             'peak_rss_mb': statistics.median(r['peak_rss_mb'] for r in results),
@@ -282,7 +305,9 @@ def print_table(results: Dict[str, dict], num_workers: int) -> None:
         if 'torch' in summary:
             rss['torch'] += f" (+workers PSS {summary['torch']['peak_tree_pss_mb']:,.0f})"
         goals = ', '.join(f"<= FFCV {'ok' if g['met'] else 'MISSED'}" for g in summary['goals'] if g['metric'] == 'rss')
+        quiet = '/'.join(f"{summary[s]['runs_quiet']}" if s in summary else '-' for s in SYSTEMS)
         print(f'{"":<11}{"RSS":<7}{rss["ours"]:>9}{rss["ffcv"]:>9}   torch {rss["torch"]}   {goals}')
+        print(f'{"":<11}{"quiet runs (ours/FFCV/torch)":<38}{quiet}')
 
 
 def environment_info(anchor_python: Optional[str]) -> dict:
@@ -318,6 +343,8 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument('--max-other-load', type=float, default=0.5,
                         help='CPU cores other processes may use during a measurement before it is retried '
                              '(shared machines; default 0.5)')
+    parser.add_argument('--max-wait', type=float, default=120, help='seconds to wait for a quiet machine before '
+                                                                   'each measurement (default 120)')
     parser.add_argument('--retries', type=int, default=2, help='extra attempts of a measurement disturbed by '
                                                                'other processes (default 2)')
     parser.add_argument('--anchor-python', default=anchor.default_anchor_python(),
