@@ -318,6 +318,12 @@ class _PageLayout:
         return alloc_table_ptr
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 # --- Public API ----------------------------------------------------------------------------------
 
 class DatasetWriter:
@@ -452,6 +458,7 @@ class DatasetWriter:
                 fp.seek(0)
                 fp.write(header.tobytes())
                 fp.flush()
+                os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; a dataset is shared
                 os.fsync(fp.fileno())
             os.replace(tmp_name, self.fname)
         except BaseException:

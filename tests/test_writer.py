@@ -166,3 +166,13 @@ def test_from_webdataset(tmp_path, tmp_beton):
         sample = reader.read_sample(i)
         assert sample['label'] == i
         np.testing.assert_array_equal(sample['image'], image)
+
+
+def test_written_file_has_default_permissions(tmp_beton):
+    path = tmp_beton()
+    mask = os.umask(0o022)
+    try:
+        DatasetWriter(path, {'x': IntField()}, num_workers=1).from_indexed_dataset([(1,)], progress=False)
+    finally:
+        os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o644  # not mkstemp's 0600: other users can read the dataset
