@@ -1,6 +1,16 @@
 """Small helpers shared by test modules."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from ffcv.embedded import make_arrays
+from ffcv.fields import IntField, RGBImageField
 from ffcv.reader import Reader
 from ffcv.writer import DatasetWriter
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_and_read(path, fields, samples, chunksize=100, **writer_kwargs):
@@ -9,3 +19,25 @@ def write_and_read(path, fields, samples, chunksize=100, **writer_kwargs):
     DatasetWriter(path, fields, **writer_kwargs).from_indexed_dataset(samples, chunksize=chunksize,
                                                                       progress=False)
     return Reader(path)
+
+
+def write_embedded_splits(folder: Path, train_count: int, test_count: int, seed: int) -> tuple[str, str]:
+    """Write `train_count` / `test_count` images of the embedded CIFAR-like task to folder/train.beton and
+    folder/test.beton (fields 'image' and 'label'); returns the two paths."""
+    paths = []
+    for split, count in (('train', train_count), ('test', test_count)):
+        images, labels = make_arrays(split, count, seed=seed)
+        path = str(Path(folder) / f'{split}.beton')
+        write_and_read(path, {'image': RGBImageField(), 'label': IntField()}, list(zip(images, labels)))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def load_script(path: str, module_name: str | None = None) -> ModuleType:
+    """Import the script at `path` (relative to the repository root) as a fresh module named `module_name`
+    (default: the file's stem), without registering it in sys.modules."""
+    path = ROOT / path
+    spec = importlib.util.spec_from_file_location(module_name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

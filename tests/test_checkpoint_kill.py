@@ -13,10 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ffcv.embedded import make_arrays
-from ffcv.fields import IntField, RGBImageField
-
-from helpers import write_and_read
+from helpers import write_embedded_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 8  # 64 images, batch 8
@@ -24,14 +21,7 @@ STEPS_PER_EPOCH = 8  # 64 images, batch 8
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('tiny')
-    paths = []
-    for split, count in (('train', 64), ('test', 16)):
-        images, labels = make_arrays(split, count, seed=5)
-        path = str(folder / f'{split}.beton')
-        write_and_read(path, {'image': RGBImageField(), 'label': IntField()}, list(zip(images, labels)))
-        paths.append(path)
-    return paths
+    return write_embedded_splits(tmp_path_factory.mktemp('tiny'), train_count=64, test_count=16, seed=5)
 
 
 def start(tiny, folder, *extra) -> subprocess.Popen:

@@ -5,15 +5,13 @@ Loader compiles its pipelines with numba on every run.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('ffcv_bench_compat', REPO / 'benchmarks' / 'ffcv_compat.py')
-compat = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compat)
+from helpers import load_script
+
+compat = load_script('benchmarks/ffcv_compat.py', 'ffcv_bench_compat')
 ANCHOR = compat.anchor.default_anchor_python()
 
 

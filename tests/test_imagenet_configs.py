@@ -1,11 +1,12 @@
 """rn18_configs / rn50_configs: the published values, the LR and resolution rules, strict keys."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ffcv.config import ConfigError, parse_config
+
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = (16, 24, 32, 40, 56, 88)
@@ -33,10 +34,7 @@ ITERS = {'rn50': 312, 'rn18': 1251}  # steps per epoch of the published runs (pe
 
 @pytest.fixture(scope='module')
 def recipe():
-    spec = importlib.util.spec_from_file_location('train_imagenet', ROOT / 'train_imagenet.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('train_imagenet.py')
 
 
 def config_path(family: str, epochs: int) -> Path:

@@ -1,5 +1,4 @@
 """train_cifar.py: configs, schedule, model, embedded data, a short run, resume, logs."""
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -10,32 +9,21 @@ import torch
 
 from ffcv.config import ConfigError, parse_config
 from ffcv.embedded import make_arrays
-from ffcv.fields import IntField, RGBImageField
 
-from helpers import write_and_read
+from helpers import load_script, write_embedded_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
 def recipe():
-    spec = importlib.util.spec_from_file_location('train_cifar', ROOT / 'train_cifar.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('train_cifar.py')
 
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     """256 train / 64 test images of the embedded task (real content, small)."""
-    folder = tmp_path_factory.mktemp('tiny')
-    paths = []
-    for split, count in (('train', 256), ('test', 64)):
-        images, labels = make_arrays(split, count, seed=3)
-        path = str(folder / f'{split}.beton')
-        write_and_read(path, {'image': RGBImageField(), 'label': IntField()}, list(zip(images, labels)))
-        paths.append(path)
-    return paths
+    return write_embedded_splits(tmp_path_factory.mktemp('tiny'), train_count=256, test_count=64, seed=3)
 
 
 def run_args(tiny, folder, *extra):

@@ -1,6 +1,5 @@
 """train_imagenet.py on CPU: BlurPool, the weight-decay split, short runs (1 process and 2-process gloo DDP
 under torchrun), eval_only, and resume after a stop giving the same weights as an uninterrupted run."""
-import importlib.util
 import json
 import os
 import signal
@@ -19,23 +18,17 @@ from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.reader import Reader
 
 from conftest import photo_like
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RN18_16 = str(ROOT / 'rn18_configs' / 'rn18_16_epochs.yaml')
-
-
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
 def recipe():
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: extra threads only contend on a shared 2-core machine
-    yield load_module('train_imagenet', ROOT / 'train_imagenet.py')
+    yield load_script('train_imagenet.py')
     torch.set_num_threads(previous)
 
 
@@ -51,7 +44,7 @@ def tiny(tmp_path_factory):
             for i in range(count):
                 image = photo_like(rng, int(rng.integers(48, 97)), int(rng.integers(48, 97)))
                 Image.fromarray(image).save(folder / f'{i}.JPEG', quality=90)
-    writer = load_module('write_imagenet', ROOT / 'examples' / 'imagenet' / 'write_imagenet.py')
+    writer = load_script('examples/imagenet/write_imagenet.py')
     out = tmp_path_factory.mktemp('beton')
     assert writer.main(['--root', str(root), '--out', str(out), '--preset', 'rn18', '--max-resolution', '64',
                         '--num-workers', '1']) == 0
@@ -217,7 +210,7 @@ def test_resume_after_a_stop_gives_the_uninterrupted_weights(recipe, tiny, tmp_p
 
 
 def test_write_imagenet_presets_and_names(tiny):
-    writer = load_module('write_imagenet', ROOT / 'examples' / 'imagenet' / 'write_imagenet.py')
+    writer = load_script('examples/imagenet/write_imagenet.py')
     assert writer.PRESETS['rn50'] == {'max_resolution': 500, 'compress_probability': 0.5, 'jpeg_quality': 90}
     assert writer.PRESETS['rn18'] == {'max_resolution': 400, 'compress_probability': 0.1, 'jpeg_quality': 90}
     assert writer.output_name('train', 500, 0.5, 90) == 'train_500_0.50_90.beton'
