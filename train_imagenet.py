@@ -339,6 +339,58 @@ def sync_buffers(model: nn.Module, process: Process) -> None:
             dist.broadcast(buffer, 0)
 
 
+def resume_run(path: str, process: Process, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, train_loader: Loader) -> tuple:
+    """Restore a stopped run from its checkpoint.pt: model, optimizer, scaler and loader position (in place).
+    Returns (step, training seconds so far, the stopped epoch's totals: the global ones on rank 0 and zeros on
+    the other ranks, so that they are counted once)."""
+    saved = torch.load(path, map_location='cpu', weights_only=False)
+    if saved['world_size'] != process.world_size:
+        raise ConfigError(f"{path} was written by {saved['world_size']} processes; resume it "
+                          f'with the same number (now {process.world_size})')
+    model.load_state_dict(saved['model'])
+    optimizer.load_state_dict(saved['optimizer'])
+    scaler.load_state_dict(saved['scaler'])
+    train_loader.load_state_dict(saved['loader'])
+    carried = saved['epoch_totals'] if process.rank == 0 else {'loss_sum': 0.0, 'seen': 0, 'time': 0.0}
+    return saved['step'], saved['elapsed'], carried
+
+
+def stop_reason(step: int, max_steps: int, stop: StopRequest) -> Optional[str]:
+    """Why training stops after `step`, if it does: max_steps reached, else a signal on any rank (a collective
+    call when distributed, made by every rank at the same step)."""
+    if max_steps and step >= max_steps:
+        return 'max_steps'
+    return stop.agreed()
+
+
+def epoch_record(epoch: int, step: int, resolution: int, lr: float, loss_sum: torch.Tensor, seen: int,
+                 epoch_start: float, process: Process) -> dict:
+    """The end-of-epoch log entry before validation: the mean train loss and throughput over every rank
+    (a collective call)."""
+    if process.device.type == 'cuda':
+        torch.cuda.synchronize()
+    epoch_time = time.time() - epoch_start
+    loss_total, seen_total = all_sum([loss_sum, seen], process)
+    return {'epoch': epoch, 'step': step, 'resolution': resolution, 'current_lr': lr,
+            'train_loss': loss_total / max(seen_total, 1), 'images_per_s': seen_total / epoch_time,
+            'epoch_time_s': epoch_time}
+
+
+def print_epoch(record: dict) -> None:
+    print(f"epoch {record['epoch']} ({record['resolution']} px): loss {record['train_loss']:.3f}, "
+          + (f"top-1 {record['top_1']:.4f}, " if 'top_1' in record else '')
+          + f"{record['images_per_s']:.0f} images/s, {record['epoch_time_s']:.1f} s", flush=True)
+
+
+def stop_summary(reason: str, step: int, folder: Path, process: Process) -> dict:
+    """The summary of a run stopped early (its checkpoint is saved); rank 0 prints how to resume it."""
+    if process.rank == 0:
+        print(f'stopped ({reason}) at step {step}; resume with --training.resume={folder / "checkpoint.pt"}',
+              flush=True)
+    return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
+
+
 def train(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
     if not s['data.train_dataset']:
         raise ConfigError('data.train_dataset is required for training (or pass --training.eval_only=true)')
@@ -363,17 +415,7 @@ def train(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
     step, elapsed = 0, 0.0  # elapsed: training seconds of the run before this process
     carried = {'loss_sum': 0.0, 'seen': 0, 'time': 0.0}  # the stopped epoch's totals so far
     if s['training.resume']:
-        saved = torch.load(s['training.resume'], map_location='cpu', weights_only=False)
-        if saved['world_size'] != process.world_size:
-            raise ConfigError(f"{s['training.resume']} was written by {saved['world_size']} processes; resume it "
-                              f'with the same number (now {process.world_size})')
-        model.load_state_dict(saved['model'])
-        optimizer.load_state_dict(saved['optimizer'])
-        scaler.load_state_dict(saved['scaler'])
-        train_loader.load_state_dict(saved['loader'])
-        step, elapsed = saved['step'], saved['elapsed']
-        if process.rank == 0:  # totals are global: count them once
-            carried = saved['epoch_totals']
+        step, elapsed, carried = resume_run(s['training.resume'], process, model, optimizer, scaler, train_loader)
     net = model
     if process.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if amp else None)
@@ -406,31 +448,20 @@ def train(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
                 step += 1
                 loss_sum += loss.float() * labels.shape[0]
                 seen += labels.shape[0]
-                reason = 'max_steps' if s['training.max_steps'] and step >= s['training.max_steps'] else None
-                reason = reason or stop.agreed()
+                reason = stop_reason(step, s['training.max_steps'], stop)
                 if reason or (s['training.checkpoint_every'] and step % s['training.checkpoint_every'] == 0):
                     checkpoint(loss_sum, seen, time.time() - epoch_start)
                 if reason:
-                    if process.rank == 0:
-                        print(f'stopped ({reason}) at step {step}; resume with '
-                              f'--training.resume={folder / "checkpoint.pt"}', flush=True)
-                    return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
-            if amp:
-                torch.cuda.synchronize()
-            epoch_time = time.time() - epoch_start
-            loss_total, seen_total = all_sum([loss_sum, seen], process)
-            record = {'epoch': epoch, 'step': step, 'resolution': resolution,
-                      'current_lr': lr_of(epoch, iters - 1, iters), 'train_loss': loss_total / max(seen_total, 1),
-                      'images_per_s': seen_total / epoch_time, 'epoch_time_s': epoch_time}
+                    return stop_summary(reason, step, folder, process)
+            record = epoch_record(epoch, step, resolution, lr_of(epoch, iters - 1, iters), loss_sum, seen,
+                                  epoch_start, process)
             if s['logging.log_level'] > 0:
                 sync_buffers(model, process)
                 record.update(evaluate(model, val_loader, s['validation.lr_tta'], amp, process))
             checkpoint(0.0, 0, 0.0)
             logger.log({**record, 'relative_time': time.time() - start})
             if process.rank == 0:
-                print(f"epoch {epoch} ({resolution} px): loss {record['train_loss']:.3f}, "
-                      + (f"top-1 {record['top_1']:.4f}, " if 'top_1' in record else '')
-                      + f"{record['images_per_s']:.0f} images/s, {epoch_time:.1f} s", flush=True)
+                print_epoch(record)
     sync_buffers(model, process)
     result = evaluate(model, val_loader, s['validation.lr_tta'], amp, process)
     if process.rank == 0:
