@@ -12,11 +12,13 @@ from ffcv.pipeline.seeding import randint, uniform
 from ffcv.pipeline.state import State
 from ffcv.transforms import Cutout, RandomHorizontalFlip, RandomResizedCrop, RandomTranslate
 from ffcv.transforms.cutout import draw_corners
+from ffcv.transforms.flip import flip_in_place, flip_kernel
 from ffcv.transforms.translate import draw_offsets
 
 from op_helpers import apply_op, many_seeds
 
 SHAPES = [(1, 8, 8, 3), (7, 31, 17, 3), (4, 5, 9, 1), (3, 32, 32, 4)]
+FLIP_SHAPES = SHAPES + [(5, 70, 61, 3), (2, 64, 64, 1), (3, 65, 80, 5)]  # the last three: OpenCV / odd paths
 
 
 def images_of(rng, shape, dtype):
@@ -27,19 +29,42 @@ def images_of(rng, shape, dtype):
 
 # --- RandomHorizontalFlip ---
 
-@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('shape', FLIP_SHAPES)
 @pytest.mark.parametrize('dtype', [np.uint8, np.float32])
 def test_flip_matches_numpy(shape, dtype, rng):
     images = images_of(rng, shape, dtype)
-    out, seeds = apply_op(RandomHorizontalFlip(0.5), images)
+    count = shape[0]
+    # a seed under which the batch has flipped and unflipped images (where it has two or more)
+    seed = next(k for k in range(100)
+                if count < 2 or 0 < sum(uniform(s, 0) < 0.5 for s in many_seeds(count, k)) < count)
+    out, seeds = apply_op(RandomHorizontalFlip(0.5), images.copy(), seed=seed)
     flips = np.array([uniform(s, 0) < 0.5 for s in seeds])
     np.testing.assert_array_equal(out, np.where(flips[:, None, None, None], images[:, :, ::-1], images))
+
+
+@pytest.mark.parametrize('shape', [(6, 64, 64, 3), (4, 100, 75, 1)])
+def test_flip_kernel_equals_opencv_path(shape, rng):
+    """Large images take OpenCV's flip; the compiled kernel gives the same pixels on them."""
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    flips = np.arange(shape[0]) % 2 == 0
+    np.testing.assert_array_equal(flip_in_place(images.copy(), flips), flip_kernel(images.copy(), flips))
+
+
+def test_flip_works_in_place_but_never_on_read_only_input(rng):
+    images = rng.integers(0, 256, (4, 80, 80, 3), dtype=np.uint8)
+    original = images.copy()
+    images.flags.writeable = False  # as a batch viewed straight from a file mapping would be
+    out, seeds = apply_op(RandomHorizontalFlip(1.0), images)
+    np.testing.assert_array_equal(images, original)
+    np.testing.assert_array_equal(out, original[:, :, ::-1])
+    writable_batch = original.copy()
+    assert apply_op(RandomHorizontalFlip(1.0), writable_batch)[0] is writable_batch
 
 
 @pytest.mark.parametrize('prob', [0.0, 0.2, 0.5, 1.0])
 def test_flip_rate(prob):
     images = np.arange(2 * 3, dtype=np.uint8).reshape(1, 1, 2, 3).repeat(20000, axis=0)
-    out, _ = apply_op(RandomHorizontalFlip(prob), images, seed=3)
+    out, _ = apply_op(RandomHorizontalFlip(prob), images.copy(), seed=3)
     rate = (out[:, 0, 0, 0] != images[:, 0, 0, 0]).mean()
     assert abs(rate - prob) < 0.015
 
