@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures'
+
+
+def pytest_configure(config):
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; the Ctrl-C tests need the interpreter's usual one whatever way pytest was launched.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
