@@ -4,7 +4,8 @@ They run as Python over the batch (one worker thread per batch); the heavy work,
 (libjpeg-turbo through simplejpeg) and resizing (INTER_AREA: OpenCV, or the same pixels from the compiled
 `area_resize` where OpenCV is slow), happens in C or numba with the GIL released.
 Raw images are copied by a compiled kernel. When a crop is at least twice the output size, JPEGs are
-decoded at a reduced scale in the DCT domain (M/8), which is several times cheaper.
+decoded at a reduced scale in the DCT domain (M/8), which is several times cheaper; and only the crop's
+rows and columns are decoded (`ffcv._jpeg_region`, libjpeg-turbo's window decoding).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from .. import codec
+from .. import _jpeg_region, codec
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
 from ._area_resize import area_resize
@@ -51,6 +52,15 @@ def _check_decoded_size(image: np.ndarray, height: int, width: int, scaled: bool
     if not ok:
         raise codec.JPEGDecodeError(f'JPEG is {image.shape[1]}x{image.shape[0]} but the metadata says '
                                     f'{width}x{height}')
+
+
+def _scale_window(top: int, left: int, crop_h: int, crop_w: int, height: int, width: int, scaled_h: int,
+                  scaled_w: int):
+    """A window of a height x width image, in the coordinates of its scaled_h x scaled_w DCT-scaled decode."""
+    scale_y, scale_x = scaled_h / height, scaled_w / width
+    top, left = int(top * scale_y), int(left * scale_x)
+    return (top, left, max(1, min(round(crop_h * scale_y), scaled_h - top)),
+            max(1, min(round(crop_w * scale_x), scaled_w - left)))
 
 
 def resize_area_into(image: np.ndarray, out: np.ndarray) -> None:
@@ -109,14 +119,17 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
     Works with images of any size. `output_size` may be changed between epochs (progressive resizing).
     With `dct_scaling` (default), a JPEG whose crop is at least twice the output size is decoded at a
     reduced scale; the result differs from a full-size decode by resampling detail only (the window
-    moves by at most one source pixel). Subclasses implement `crop_windows(heights, widths, seeds)`.
+    moves by at most one source pixel). With `window_decoding` (default, where `ffcv._jpeg_region` works),
+    only the crop's rows and columns of a JPEG are decoded: the same pixels as a full decode, cheaper.
+    Subclasses implement `crop_windows(heights, widths, seeds)`.
     """
     needs_seeds = False
 
-    def __init__(self, output_size: Tuple[int, int], dct_scaling: bool = True):
+    def __init__(self, output_size: Tuple[int, int], dct_scaling: bool = True, window_decoding: bool = True):
         super().__init__()
         self.output_size = output_size
         self.dct_scaling = dct_scaling
+        self.window_decoding = window_decoding
         self._scratch = threading.local()
 
     def declare_state_and_memory(self, previous_state):
@@ -139,9 +152,10 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
         return buffer
 
     def generate_code(self):
-        dct_scaling = self.dct_scaling
+        dct_scaling, window_decoding = self.dct_scaling, self.window_decoding
 
         def decode(indices, destination, metadata, storage_state, seeds=None):
+            windowed = window_decoding and _jpeg_region.available()
             entries = metadata[indices]
             heights, widths = entries['height'].astype(np.int64), entries['width'].astype(np.int64)
             windows = self.crop_windows(heights, widths, seeds)
@@ -161,16 +175,24 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
                             scratch = self._scratch_buffer()
                         need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
                         scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
+                        if windowed and (crop_h < height or crop_w < width):
+                            scale = _jpeg_region.choose_scale(height, width, need_h, need_w) if scaled else 8
+                            if scale < 8:
+                                top, left, crop_h, crop_w = _scale_window(
+                                    top, left, crop_h, crop_w, height, width, -(-height * scale // 8),
+                                    -(-width * scale // 8))
+                            image = _jpeg_region.decode_window(blob, height, width, (top, left, crop_h, crop_w),
+                                                               scale, scratch)
+                            resize_area_into(image, destination[i])
+                            continue
                         if scaled:
                             _check_header_size(blob, height, width)
                         image = codec.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
                                                   min_width=need_w if scaled else 0)
                         _check_decoded_size(image, height, width, scaled)
                         if scaled:
-                            scale_y, scale_x = image.shape[0] / height, image.shape[1] / width
-                            top, left = int(top * scale_y), int(left * scale_x)
-                            crop_h = max(1, min(round(crop_h * scale_y), image.shape[0] - top))
-                            crop_w = max(1, min(round(crop_w * scale_x), image.shape[1] - left))
+                            top, left, crop_h, crop_w = _scale_window(top, left, crop_h, crop_w, height, width,
+                                                                      *image.shape[:2])
                     resize_area_into(image[top:top + crop_h, left:left + crop_w], destination[i])
                 except Exception as exc:
                     raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
@@ -194,8 +216,9 @@ class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):
     """
     needs_seeds = True
 
-    def __init__(self, output_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *, dct_scaling: bool = True):
-        super().__init__(output_size, dct_scaling)
+    def __init__(self, output_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *, dct_scaling: bool = True,
+                 window_decoding: bool = True):
+        super().__init__(output_size, dct_scaling, window_decoding)
         self.scale = scale
         self.ratio = ratio
 
@@ -211,8 +234,8 @@ class CenterCropRGBImageDecoder(ResizedCropRGBImageDecoder):
     ``ratio=224/256`` is the usual ImageNet validation crop.
     """
 
-    def __init__(self, output_size, ratio: float, *, dct_scaling: bool = True):
-        super().__init__(output_size, dct_scaling)
+    def __init__(self, output_size, ratio: float, *, dct_scaling: bool = True, window_decoding: bool = True):
+        super().__init__(output_size, dct_scaling, window_decoding)
         self.ratio = ratio
 
     def crop_windows(self, heights, widths, seeds):

@@ -1,0 +1,407 @@
+"""Decode only a window of a JPEG: libjpeg-turbo's `jpeg_crop_scanline` / `jpeg_skip_scanlines`.
+
+A random or center crop needs part of the image; decoding the rest costs IDCT, upsampling and colour
+conversion for nothing. simplejpeg cannot decode a window, but the libjpeg-turbo bundled with the Pillow
+wheel exports the libjpeg API that can. That API reports errors by calling `error_exit`, which must not
+return (the default one ends the process), so the calls run under a small trampoline compiled here with
+llvmlite (numba's own compiler, no C compiler needed):
+
+    status = protected_call(body, params, cinfo)     # _setjmp, then body(params, cinfo)
+    error_exit(cinfo) / emit_message(cinfo, -1)      # longjmp back: status 1 (error) / 2 (warning)
+
+`body` is a numba `cfunc` making the libjpeg calls; it holds no Python objects and allocates nothing,
+so jumping out of it leaks nothing. Corrupt data (libjpeg's warnings included, as simplejpeg's strict
+mode does) becomes `codec.JPEGDecodeError`. Everything is checked once at import on a generated JPEG
+(struct layout, pixels identical to simplejpeg's); if anything is off, or the platform is not Linux
+x86-64 / aarch64, or `FFCV_REGION_DECODE=0`, `available()` is False and callers decode whole images.
+
+Decoding settings as `codec.decode_jpeg`'s defaults: RGB, fast integer IDCT, smooth chroma upsampling,
+optional DCT-domain scaling by M/8.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import platform
+import threading
+import weakref
+from typing import Optional, Tuple
+
+import numba
+import numpy as np
+
+from . import codec
+
+# libjpeg 6.2 ABI (LP64): offsets in jpeg_decompress_struct and jpeg_error_mgr
+_CLIENT_DATA = 24
+_IMAGE_WIDTH, _IMAGE_HEIGHT, _NUM_COMPONENTS = 48, 52, 56
+_OUT_COLOR_SPACE, _SCALE_NUM, _SCALE_DENOM = 64, 68, 72
+_DCT_METHOD, _FANCY_UPSAMPLING = 96, 100
+_OUTPUT_WIDTH, _OUTPUT_HEIGHT, _OUTPUT_COMPONENTS = 136, 140, 148
+_ERROR_EXIT, _EMIT_MESSAGE, _FORMAT_MESSAGE, _MSG_PARM = 0, 8, 24, 44
+_JCS_RGB, _JDCT_IFAST, _JPEG_LIB_VERSION = 2, 1, 62
+_MAX_ROWS_PER_READ = 16
+
+# params (int64) shared by Python and the compiled body
+(P_CINFO, P_DATA, P_SIZE, P_SCALE, P_TOP, P_LEFT, P_HEIGHT, P_WIDTH, P_OUT, P_CAPACITY, P_EXPECT_H, P_EXPECT_W,
+ P_STATUS, P_X, P_CROP_W, P_XOFFSET, P_XWIDTH, P_ROWS, P_STRUCT_SIZE, P_FOUND_H, P_FOUND_W, P_ROW_POINTERS) = range(22)
+_PARAMS = P_ROW_POINTERS + _MAX_ROWS_PER_READ
+# P_STATUS values set by the body
+OK, SIZE_MISMATCH, OUT_OF_BOUNDS, TOO_SMALL, STALLED, NOT_RGB = 0, 1, 2, 3, 4, 5
+
+_IR = r'''
+declare i32 @_setjmp(ptr) returns_twice
+declare void @longjmp(ptr, i32) noreturn
+
+define i32 @ffcv_protected_call(ptr %body, ptr %params, ptr %cinfo) noinline {
+entry:
+  %buffer = alloca [512 x i8], align 16
+  %slot = getelementptr i8, ptr %cinfo, i64 24
+  store ptr %buffer, ptr %slot
+  %jumped = call i32 @_setjmp(ptr %buffer) returns_twice
+  %first = icmp eq i32 %jumped, 0
+  br i1 %first, label %run, label %failed
+run:
+  call void %body(ptr %params, ptr %cinfo)
+  ret i32 0
+failed:
+  ret i32 %jumped
+}
+
+define void @ffcv_error_exit(ptr %cinfo) noreturn {
+entry:
+  %slot = getelementptr i8, ptr %cinfo, i64 24
+  %buffer = load ptr, ptr %slot
+  call void @longjmp(ptr %buffer, i32 1)
+  unreachable
+}
+
+define void @ffcv_emit_message(ptr %cinfo, i32 %level) {
+entry:
+  %warning = icmp slt i32 %level, 0
+  br i1 %warning, label %fail, label %done
+fail:
+  %slot = getelementptr i8, ptr %cinfo, i64 24
+  %buffer = load ptr, ptr %slot
+  call void @longjmp(ptr %buffer, i32 2)
+  unreachable
+done:
+  ret void
+}
+'''
+
+
+def _find_libjpeg() -> Optional[str]:
+    try:
+        import PIL
+    except ImportError:
+        return None
+    site = os.path.dirname(os.path.dirname(PIL.__file__))
+    found = sorted(glob.glob(os.path.join(site, 'pillow.libs', 'libjpeg-*.so.62*')))
+    return found[0] if found else None
+
+
+class _Library:
+    """libjpeg's functions, the compiled trampoline and the compiled bodies."""
+
+    def __init__(self, path: str):
+        lib = ctypes.CDLL(path)
+        u64, u32, i32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int
+
+        def function(name, restype, *argtypes):
+            f = getattr(lib, name)
+            f.restype, f.argtypes = restype, list(argtypes)
+            return f
+
+        self.std_error = function('jpeg_std_error', u64, u64)
+        self.abort = function('jpeg_abort_decompress', None, u64)
+        self.destroy = function('jpeg_destroy_decompress', None, u64)
+        self._engine, self.protected_call, self.error_exit, self.emit_message = _compile_trampoline()
+        self.create_body = _make_create_body(function('jpeg_CreateDecompress', None, u64, i32, u64))
+        self.decode_body = _make_decode_body(
+            mem_src=function('jpeg_mem_src', None, u64, u64, ctypes.c_ulong),
+            read_header=function('jpeg_read_header', i32, u64, i32),
+            start=function('jpeg_start_decompress', i32, u64),
+            crop=function('jpeg_crop_scanline', None, u64, u64, u64),
+            skip=function('jpeg_skip_scanlines', u32, u64, u32),
+            read=function('jpeg_read_scanlines', u32, u64, u64, u32),
+            finish=function('jpeg_finish_decompress', i32, u64),
+            abort=function('jpeg_abort_decompress', None, u64))
+        self.struct_size = 0
+        self.struct_size = _probe_struct_size(self)
+
+
+def _compile_trampoline():
+    import llvmlite.binding as llvm
+    try:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+    except RuntimeError:  # already initialised by numba
+        pass
+    libc = ctypes.CDLL(None)
+    for name in ('_setjmp', 'longjmp'):
+        llvm.add_symbol(name, ctypes.cast(getattr(libc, name), ctypes.c_void_p).value)
+    module = llvm.parse_assembly(_IR)
+    module.verify()
+    target = llvm.Target.from_default_triple().create_target_machine(opt=2)
+    engine = llvm.create_mcjit_compiler(module, target)
+    engine.finalize_object()
+    call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+        engine.get_function_address('ffcv_protected_call'))
+    return (engine, call, engine.get_function_address('ffcv_error_exit'),
+            engine.get_function_address('ffcv_emit_message'))
+
+
+_BODY_SIGNATURE = numba.types.void(numba.types.CPointer(numba.types.int64), numba.types.CPointer(numba.types.int32))
+
+
+def _make_create_body(create):
+    @numba.cfunc(_BODY_SIGNATURE, nopython=True)
+    def create_body(params_pointer, cinfo_pointer):
+        params = numba.carray(params_pointer, _PARAMS)
+        create(params[P_CINFO], _JPEG_LIB_VERSION, params[P_STRUCT_SIZE])
+    return create_body
+
+
+def _make_decode_body(mem_src, read_header, start, crop, skip, read, finish, abort):
+    @numba.cfunc(_BODY_SIGNATURE, nopython=True)
+    def decode_body(params_pointer, cinfo_pointer):
+        """Decode rows [top, top + height) and (at least) columns [left, left + width) of the image scaled
+        by scale/8, into out (rows of P_CROP_W * 3 bytes starting at column P_X)."""
+        params = numba.carray(params_pointer, _PARAMS)
+        fields = numba.carray(cinfo_pointer, 160)
+        cinfo = params[P_CINFO]
+        mem_src(cinfo, params[P_DATA], params[P_SIZE])
+        read_header(cinfo, 1)
+        params[P_FOUND_H], params[P_FOUND_W] = fields[_IMAGE_HEIGHT // 4], fields[_IMAGE_WIDTH // 4]
+        if params[P_FOUND_H] != params[P_EXPECT_H] or params[P_FOUND_W] != params[P_EXPECT_W]:
+            params[P_STATUS] = SIZE_MISMATCH
+            abort(cinfo)
+            return
+        fields[_OUT_COLOR_SPACE // 4] = _JCS_RGB
+        fields[_SCALE_NUM // 4] = params[P_SCALE]
+        fields[_SCALE_DENOM // 4] = 8
+        fields[_DCT_METHOD // 4] = _JDCT_IFAST
+        fields[_FANCY_UPSAMPLING // 4] = 1
+        start(cinfo)
+        out_h, out_w = fields[_OUTPUT_HEIGHT // 4], fields[_OUTPUT_WIDTH // 4]
+        top, left, height, width = params[P_TOP], params[P_LEFT], params[P_HEIGHT], params[P_WIDTH]
+        if fields[_OUTPUT_COMPONENTS // 4] != 3:
+            params[P_STATUS] = NOT_RGB
+        elif top < 0 or left < 0 or height < 1 or width < 1 or top + height > out_h or left + width > out_w:
+            params[P_STATUS] = OUT_OF_BOUNDS
+        else:
+            # columns: libjpeg widens the window to whole iMCUs (xoffset down, width up); one more column
+            # on each side keeps ours off the window's edges, where chroma upsampling lacks its neighbours
+            first, last = max(left - 1, 0), min(left + width + 1, out_w)
+            params[P_XOFFSET] = first
+            params[P_XWIDTH] = last - first
+            if last - first < out_w:
+                crop(cinfo, params_pointer_address(params, P_XOFFSET), params_pointer_address(params, P_XWIDTH))
+            x_offset, x_width = params[P_XOFFSET] & 0xFFFFFFFF, params[P_XWIDTH] & 0xFFFFFFFF
+            stride = x_width * 3
+            below = out_h - top - height
+            if ((height + (below > 0)) * stride > params[P_CAPACITY] or x_offset > left
+                    or x_offset + x_width < left + width):
+                params[P_STATUS] = TOO_SMALL
+            else:
+                if top > 0:
+                    skip(cinfo, top)  # whole iMCU rows are entropy-decoded only (corruption still seen)
+                done = 0
+                while done < height:
+                    count = min(height - done, _MAX_ROWS_PER_READ)
+                    for k in range(count):
+                        params[P_ROW_POINTERS + k] = params[P_OUT] + (done + k) * stride
+                    got = read(cinfo, params_pointer_address(params, P_ROW_POINTERS), count)
+                    if got == 0:
+                        break
+                    done += got
+                params[P_ROWS] = done
+                params[P_X] = left - x_offset
+                params[P_CROP_W] = x_width
+                params[P_STATUS] = OK if done == height else STALLED
+                if done == height:
+                    # Run through the rest as a full decode would, so that corrupt or truncated data is
+                    # reported the same way: skip (entropy decoding only) to the last row, read it into the
+                    # spare row after the window, and let libjpeg check the end of the stream.
+                    if below > 1:
+                        skip(cinfo, below - 1)
+                    if below > 0:
+                        params[P_ROW_POINTERS] = params[P_OUT] + height * stride
+                        read(cinfo, params_pointer_address(params, P_ROW_POINTERS), 1)
+                    finish(cinfo)
+                    return
+        abort(cinfo)  # leaves the object ready for the next image
+    return decode_body
+
+
+@numba.njit(inline='always')
+def params_pointer_address(params, index):
+    return params.ctypes.data + 8 * index
+
+
+def _probe_struct_size(library: _Library) -> int:
+    """sizeof(jpeg_decompress_struct) as the library sees it: create with size 0 and read the error."""
+    state = _ThreadState(library, create=False)
+    state.params[P_CINFO] = state.cinfo.ctypes.data
+    state.params[P_STRUCT_SIZE] = 0
+    status = state.call(library.create_body)
+    library_size = int(state.err.view(np.int32)[_MSG_PARM // 4])
+    if status != 1 or not 400 <= library_size <= state.cinfo.nbytes:
+        raise RuntimeError(f'unexpected libjpeg struct size probe (status {status}, size {library_size})')
+    return library_size
+
+
+class _ThreadState:
+    """One decompressor (and its buffers) per thread; destroyed when the thread's reference goes."""
+
+    def __init__(self, library: _Library, create: bool = True):
+        self.library = library
+        self.cinfo = np.zeros(1024, np.uint8)   # jpeg_decompress_struct (632 bytes for libjpeg-turbo 6.2)
+        self.err = np.zeros(512, np.uint8)      # jpeg_error_mgr
+        self.params = np.zeros(_PARAMS, np.int64)
+        self.message = ctypes.create_string_buffer(256)
+        library.std_error(self.err.ctypes.data)
+        pointers = self.err.view(np.uint64)
+        pointers[_ERROR_EXIT // 8] = library.error_exit
+        pointers[_EMIT_MESSAGE // 8] = library.emit_message
+        self.cinfo.view(np.uint64)[0] = self.err.ctypes.data
+        if create:
+            self.params[P_CINFO] = self.cinfo.ctypes.data
+            self.params[P_STRUCT_SIZE] = library.struct_size
+            if self.call(library.create_body) != 0:
+                raise RuntimeError(f'libjpeg: {self.error_text()}')
+            # the finalizer holds the buffers (not self), so they outlive the object until destroyed
+            self.finalizer = weakref.finalize(self, _destroy, library, self.cinfo, self.err)
+
+    def call(self, body) -> int:
+        return self.library.protected_call(body.address, self.params.ctypes.data, self.cinfo.ctypes.data)
+
+    def error_text(self) -> str:
+        address = int(self.err.view(np.uint64)[_FORMAT_MESSAGE // 8])
+        format_message = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)(address)
+        format_message(self.cinfo.ctypes.data, self.message)
+        return self.message.value.decode('ascii', 'replace')
+
+
+def _destroy(library: _Library, cinfo: np.ndarray, err: np.ndarray) -> None:
+    library.destroy(cinfo.ctypes.data)
+
+
+def _scaled(side: int, scale: int) -> int:
+    return -(-side * scale // 8)
+
+
+def choose_scale(height: int, width: int, min_height: int, min_width: int) -> int:
+    """The smallest M in 1..8 whose M/8-scaled decode is at least min_height x min_width (8: full size)."""
+    for scale in range(1, 8):
+        if _scaled(height, scale) >= min_height and _scaled(width, scale) >= min_width:
+            return scale
+    return 8
+
+
+_library: Optional[_Library] = None
+_unavailable_reason: Optional[str] = None
+_local = threading.local()
+
+
+def decode_window(data: np.ndarray, height: int, width: int, window: Tuple[int, int, int, int], scale: int,
+                  out: np.ndarray) -> np.ndarray:
+    """Pixels [top:top + h, left:left + w] of the JPEG `data` (a height x width image) decoded at scale/8,
+    the window given in scaled coordinates; a view into `out` (uint8, large enough for h + 1 rows of the
+    window widened to whole iMCUs)."""
+    state = getattr(_local, 'state', None)
+    if state is None:
+        if not available():
+            raise RuntimeError(f'window decoding is unavailable: {_unavailable_reason}')
+        state = _local.state = _ThreadState(_library)
+    top, left, crop_h, crop_w = window
+    params = state.params
+    params[P_DATA] = data.ctypes.data
+    params[P_SIZE] = data.nbytes
+    params[P_SCALE] = scale
+    params[P_TOP], params[P_LEFT], params[P_HEIGHT], params[P_WIDTH] = top, left, crop_h, crop_w
+    params[P_OUT] = out.ctypes.data
+    params[P_CAPACITY] = out.nbytes
+    params[P_EXPECT_H], params[P_EXPECT_W] = height, width
+    params[P_STATUS] = -1
+    jumped = state.call(_library.decode_body)
+    if jumped:
+        text = state.error_text()
+        state.library.abort(state.cinfo.ctypes.data)
+        raise codec.JPEGDecodeError(f'JPEG decode failed: {text}')
+    status = int(params[P_STATUS])
+    if status != OK:
+        raise codec.JPEGDecodeError(_STATUS_TEXT.get(status, f'JPEG decode failed (status {status})').format(
+            h=height, w=width, found_h=int(params[P_FOUND_H]), found_w=int(params[P_FOUND_W])))
+    stride = int(params[P_CROP_W]) * 3
+    x = int(params[P_X])
+    rows = out[:crop_h * stride].reshape(crop_h, stride // 3, 3)
+    return rows[:, x:x + crop_w]
+
+
+_STATUS_TEXT = {
+    SIZE_MISMATCH: 'JPEG is {found_w}x{found_h} but the metadata says {w}x{h}',
+    OUT_OF_BOUNDS: 'crop window outside the decoded image',
+    TOO_SMALL: 'output buffer too small for the decoded window',
+    STALLED: 'JPEG data ended before the last needed row',
+    NOT_RGB: 'JPEG does not decode to 3 channels',
+}
+
+
+def available() -> bool:
+    """Whether window decoding works here (loaded and self-tested once)."""
+    global _library, _unavailable_reason
+    if _library is not None:
+        return True
+    if _unavailable_reason is not None:
+        return False
+    with _load_lock:
+        if _library is None and _unavailable_reason is None:
+            _unavailable_reason = _load()
+    return _library is not None
+
+
+_load_lock = threading.Lock()
+
+
+def _load() -> Optional[str]:
+    global _library
+    if os.environ.get('FFCV_REGION_DECODE', '1') == '0':
+        return 'disabled by FFCV_REGION_DECODE=0'
+    if platform.system() != 'Linux' or platform.machine() not in ('x86_64', 'aarch64'):
+        return f'not supported on {platform.system()} {platform.machine()}'
+    path = _find_libjpeg()
+    if path is None:
+        return "Pillow's bundled libjpeg-turbo not found"
+    try:
+        _library = _Library(path)
+        _self_test()
+    except Exception as exc:  # any surprise: decode whole images with simplejpeg instead
+        _library = None
+        return f'self-test failed: {exc}'
+    return None
+
+
+def _self_test() -> None:
+    """Window decodes of a generated photo-like JPEG must equal simplejpeg's full decode, cropped."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:75, 0:101]
+    image = np.stack([(y * 3 + x) % 256, (x * 2) % 256, (y * 5 + x * x // 7) % 256], -1)
+    image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+    data = np.frombuffer(codec.encode_jpeg(image, 90), np.uint8)
+    out = np.empty(75 * 112 * 3, np.uint8)
+    for scale, window in ((8, (0, 0, 75, 101)), (8, (9, 21, 40, 50)), (4, (3, 5, 30, 40)), (2, (0, 0, 19, 26))):
+        full = codec.decode_jpeg(data, min_height=_scaled(75, scale), min_width=_scaled(101, scale))
+        top, left, h, w = window
+        got = decode_window(data, 75, 101, window, scale, out)
+        if full.shape[:2] != (_scaled(75, scale), _scaled(101, scale)) or not np.array_equal(
+                got, full[top:top + h, left:left + w]):
+            raise RuntimeError(f'window {window} at scale {scale}/8 differs from the full decode')
+    try:
+        decode_window(data[:len(data) // 2], 75, 101, (0, 0, 75, 101), 8, out)
+    except codec.JPEGDecodeError:
+        pass
+    else:
+        raise RuntimeError('a truncated JPEG was not reported')
