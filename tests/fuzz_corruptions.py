@@ -183,7 +183,7 @@ def _descriptor(data, lay, rng) -> str:
 
 
 def _splice(data, lay, rng) -> str:
-    size = len(data)
+    size = max(len(data), 1)  # an earlier corruption of the same case may have emptied the file
     length = int(rng.integers(1, 4097))
     source, target = (int(x) for x in rng.integers(0, size, 2))
     kind = int(rng.integers(3))
