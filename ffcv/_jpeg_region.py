@@ -9,11 +9,12 @@ llvmlite (numba's own compiler, no C compiler needed):
     status = protected_call(body, params, cinfo)     # _setjmp, then body(params, cinfo)
     error_exit(cinfo) / emit_message(cinfo, -1)      # longjmp back: status 1 (error) / 2 (warning)
 
-`body` is a numba `cfunc` making the libjpeg calls; it holds no Python objects and allocates nothing,
-so jumping out of it leaks nothing. Corrupt data (libjpeg's warnings included, as simplejpeg's strict
-mode does) becomes `codec.JPEGDecodeError`. Everything is checked once at import on a generated JPEG
-(struct layout, pixels identical to simplejpeg's); if anything is off, or the platform is not Linux
-x86-64 / aarch64, or `FFCV_REGION_DECODE=0`, `available()` is False and callers decode whole images.
+`body` is a numba `cfunc` making the libjpeg calls (`ffcv._jpeg_region_calls`); it holds no Python
+objects and allocates nothing, so jumping out of it leaks nothing. Corrupt data (libjpeg's warnings
+included, as simplejpeg's strict mode does) becomes `codec.JPEGDecodeError`. Everything is checked once,
+at first use, on a generated JPEG (struct layout, pixels identical to simplejpeg's); if anything is off,
+or the platform is not Linux x86-64 / aarch64, or `FFCV_REGION_DECODE=0`, `available()` is False and
+callers decode whole images.
 
 Decoding settings as `codec.decode_jpeg`'s defaults: RGB, fast integer IDCT, smooth chroma upsampling,
 optional DCT-domain scaling by M/8.
@@ -28,7 +29,6 @@ import threading
 import weakref
 from typing import Optional, Tuple
 
-import numba
 import numpy as np
 
 from . import codec
@@ -42,6 +42,8 @@ _OUTPUT_WIDTH, _OUTPUT_HEIGHT, _OUTPUT_COMPONENTS = 136, 140, 148
 _ERROR_EXIT, _EMIT_MESSAGE, _FORMAT_MESSAGE, _MSG_PARM = 0, 8, 24, 44
 _JCS_RGB, _JDCT_IFAST, _JPEG_LIB_VERSION = 2, 1, 62
 _MAX_ROWS_PER_READ = 16
+_CALLED = ('jpeg_CreateDecompress', 'jpeg_mem_src', 'jpeg_read_header', 'jpeg_start_decompress', 'jpeg_crop_scanline',
+           'jpeg_skip_scanlines', 'jpeg_read_scanlines', 'jpeg_finish_decompress', 'jpeg_abort_decompress')
 
 # params (int64) shared by Python and the compiled body
 (P_CINFO, P_DATA, P_SIZE, P_SCALE, P_TOP, P_LEFT, P_HEIGHT, P_WIDTH, P_OUT, P_CAPACITY, P_EXPECT_H, P_EXPECT_W,
@@ -107,7 +109,7 @@ class _Library:
 
     def __init__(self, path: str):
         lib = ctypes.CDLL(path)
-        u64, u32, i32 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int
+        u64 = ctypes.c_uint64
 
         def function(name, restype, *argtypes):
             f = getattr(lib, name)
@@ -118,16 +120,13 @@ class _Library:
         self.abort = function('jpeg_abort_decompress', None, u64)
         self.destroy = function('jpeg_destroy_decompress', None, u64)
         self._engine, self.protected_call, self.error_exit, self.emit_message = _compile_trampoline()
-        self.create_body = _make_create_body(function('jpeg_CreateDecompress', None, u64, i32, u64))
-        self.decode_body = _make_decode_body(
-            mem_src=function('jpeg_mem_src', None, u64, u64, ctypes.c_ulong),
-            read_header=function('jpeg_read_header', i32, u64, i32),
-            start=function('jpeg_start_decompress', i32, u64),
-            crop=function('jpeg_crop_scanline', None, u64, u64, u64),
-            skip=function('jpeg_skip_scanlines', u32, u64, u32),
-            read=function('jpeg_read_scanlines', u32, u64, u64, u32),
-            finish=function('jpeg_finish_decompress', i32, u64),
-            abort=function('jpeg_abort_decompress', None, u64))
+        # the compiled bodies call libjpeg by these names (numba caches them on disk, unlike calls
+        # through ctypes objects, whose addresses change with every process)
+        import llvmlite.binding as llvm
+        for name in _CALLED:
+            llvm.add_symbol(f'ffcv_{name}', ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+        from . import _jpeg_region_calls as calls
+        self.create_body, self.decode_body = calls.create_body, calls.decode_body
         self.struct_size = 0
         self.struct_size = _probe_struct_size(self)
 
@@ -151,94 +150,6 @@ def _compile_trampoline():
         engine.get_function_address('ffcv_protected_call'))
     return (engine, call, engine.get_function_address('ffcv_error_exit'),
             engine.get_function_address('ffcv_emit_message'))
-
-
-_BODY_SIGNATURE = numba.types.void(numba.types.CPointer(numba.types.int64), numba.types.CPointer(numba.types.int32))
-
-
-def _make_create_body(create):
-    @numba.cfunc(_BODY_SIGNATURE, nopython=True)
-    def create_body(params_pointer, cinfo_pointer):
-        params = numba.carray(params_pointer, _PARAMS)
-        create(params[P_CINFO], _JPEG_LIB_VERSION, params[P_STRUCT_SIZE])
-    return create_body
-
-
-def _make_decode_body(mem_src, read_header, start, crop, skip, read, finish, abort):
-    @numba.cfunc(_BODY_SIGNATURE, nopython=True)
-    def decode_body(params_pointer, cinfo_pointer):
-        """Decode rows [top, top + height) and (at least) columns [left, left + width) of the image scaled
-        by scale/8, into out (rows of P_CROP_W * 3 bytes starting at column P_X)."""
-        params = numba.carray(params_pointer, _PARAMS)
-        fields = numba.carray(cinfo_pointer, 160)
-        cinfo = params[P_CINFO]
-        mem_src(cinfo, params[P_DATA], params[P_SIZE])
-        read_header(cinfo, 1)
-        params[P_FOUND_H], params[P_FOUND_W] = fields[_IMAGE_HEIGHT // 4], fields[_IMAGE_WIDTH // 4]
-        if params[P_FOUND_H] != params[P_EXPECT_H] or params[P_FOUND_W] != params[P_EXPECT_W]:
-            params[P_STATUS] = SIZE_MISMATCH
-            abort(cinfo)
-            return
-        fields[_OUT_COLOR_SPACE // 4] = _JCS_RGB
-        fields[_SCALE_NUM // 4] = params[P_SCALE]
-        fields[_SCALE_DENOM // 4] = 8
-        fields[_DCT_METHOD // 4] = _JDCT_IFAST
-        fields[_FANCY_UPSAMPLING // 4] = 1
-        start(cinfo)
-        out_h, out_w = fields[_OUTPUT_HEIGHT // 4], fields[_OUTPUT_WIDTH // 4]
-        top, left, height, width = params[P_TOP], params[P_LEFT], params[P_HEIGHT], params[P_WIDTH]
-        if fields[_OUTPUT_COMPONENTS // 4] != 3:
-            params[P_STATUS] = NOT_RGB
-        elif top < 0 or left < 0 or height < 1 or width < 1 or top + height > out_h or left + width > out_w:
-            params[P_STATUS] = OUT_OF_BOUNDS
-        else:
-            # columns: libjpeg widens the window to whole iMCUs (xoffset down, width up); one more column
-            # on each side keeps ours off the window's edges, where chroma upsampling lacks its neighbours
-            first, last = max(left - 1, 0), min(left + width + 1, out_w)
-            params[P_XOFFSET] = first
-            params[P_XWIDTH] = last - first
-            if last - first < out_w:
-                crop(cinfo, params_pointer_address(params, P_XOFFSET), params_pointer_address(params, P_XWIDTH))
-            x_offset, x_width = params[P_XOFFSET] & 0xFFFFFFFF, params[P_XWIDTH] & 0xFFFFFFFF
-            stride = x_width * 3
-            below = out_h - top - height
-            if ((height + (below > 0)) * stride > params[P_CAPACITY] or x_offset > left
-                    or x_offset + x_width < left + width):
-                params[P_STATUS] = TOO_SMALL
-            else:
-                if top > 0:
-                    skip(cinfo, top)  # whole iMCU rows are entropy-decoded only (corruption still seen)
-                done = 0
-                while done < height:
-                    count = min(height - done, _MAX_ROWS_PER_READ)
-                    for k in range(count):
-                        params[P_ROW_POINTERS + k] = params[P_OUT] + (done + k) * stride
-                    got = read(cinfo, params_pointer_address(params, P_ROW_POINTERS), count)
-                    if got == 0:
-                        break
-                    done += got
-                params[P_ROWS] = done
-                params[P_X] = left - x_offset
-                params[P_CROP_W] = x_width
-                params[P_STATUS] = OK if done == height else STALLED
-                if done == height:
-                    # Run through the rest as a full decode would, so that corrupt or truncated data is
-                    # reported the same way: skip (entropy decoding only) to the last row, read it into the
-                    # spare row after the window, and let libjpeg check the end of the stream.
-                    if below > 1:
-                        skip(cinfo, below - 1)
-                    if below > 0:
-                        params[P_ROW_POINTERS] = params[P_OUT] + height * stride
-                        read(cinfo, params_pointer_address(params, P_ROW_POINTERS), 1)
-                    finish(cinfo)
-                    return
-        abort(cinfo)  # leaves the object ready for the next image
-    return decode_body
-
-
-@numba.njit(inline='always')
-def params_pointer_address(params, index):
-    return params.ctypes.data + 8 * index
 
 
 def _probe_struct_size(library: _Library) -> int:
