@@ -178,6 +178,8 @@ class _ThreadState:
         pointers[_ERROR_EXIT // 8] = library.error_exit
         pointers[_EMIT_MESSAGE // 8] = library.emit_message
         self.cinfo.view(np.uint64)[0] = self.err.ctypes.data
+        self._decode_call = library.protected_call
+        self._decode_args = (library.decode_body.address, self.params.ctypes.data, self.cinfo.ctypes.data)
         if create:
             self.params[P_CINFO] = self.cinfo.ctypes.data
             self.params[P_STRUCT_SIZE] = library.struct_size
@@ -188,6 +190,10 @@ class _ThreadState:
 
     def call(self, body) -> int:
         return self.library.protected_call(body.address, self.params.ctypes.data, self.cinfo.ctypes.data)
+
+    def decode(self) -> int:
+        """`call(decode_body)` with the addresses looked up once (this runs for every image)."""
+        return self._decode_call(*self._decode_args)
 
     def error_text(self) -> str:
         address = int(self.err.view(np.uint64)[_FORMAT_MESSAGE // 8])
@@ -229,15 +235,9 @@ def decode_window(data: np.ndarray, height: int, width: int, window: Tuple[int, 
         state = _local.state = _ThreadState(_library)
     top, left, crop_h, crop_w = window
     params = state.params
-    params[P_DATA] = data.ctypes.data
-    params[P_SIZE] = data.nbytes
-    params[P_SCALE] = scale
-    params[P_TOP], params[P_LEFT], params[P_HEIGHT], params[P_WIDTH] = top, left, crop_h, crop_w
-    params[P_OUT] = out.ctypes.data
-    params[P_CAPACITY] = out.nbytes
-    params[P_EXPECT_H], params[P_EXPECT_W] = height, width
-    params[P_STATUS] = -1
-    jumped = state.call(_library.decode_body)
+    params[P_DATA:P_STATUS + 1] = (data.ctypes.data, data.nbytes, scale, top, left, crop_h, crop_w, out.ctypes.data,
+                                   out.nbytes, height, width, -1)
+    jumped = state.decode()
     if jumped:
         text = state.error_text()
         state.library.abort(state.cinfo.ctypes.data)
