@@ -127,7 +127,6 @@ class _Library:
             llvm.add_symbol(f'ffcv_{name}', ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
         from . import _jpeg_region_calls as calls
         self.create_body, self.decode_body = calls.create_body, calls.decode_body
-        self.struct_size = 0
         self.struct_size = _probe_struct_size(self)
 
 
