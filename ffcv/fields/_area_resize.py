@@ -24,6 +24,7 @@ import numpy as np
 _DBL_EPSILON = 2.220446049250313e-16
 _scratch_buffers = threading.local()
 _warm = False
+_BLOCK = 64                  # output columns per pass of `_resize_columns` (fastest of 8-218 here)
 _SCRATCH_LIMIT = 1 << 23     # elements kept per scratch buffer and thread (32 MiB as float32)
 
 
@@ -60,38 +61,68 @@ def _area_table(src_size, dst_size, scale):
 
 
 @numba.njit(nogil=True, cache=True)
-def _sum_rows(rows, out, src_size, scale):
-    """out[d] = sum over the table of weight * rows[s] (float32, from zero, in table order)."""
-    dst_index, src_index, weight = _area_table(src_size, out.shape[0], scale)
-    out[:] = 0
-    for k in range(dst_index.shape[0]):
-        source = rows[src_index[k]]
-        target = out[dst_index[k]]
-        alpha = weight[k]
-        for i in range(target.shape[0]):
-            target[i] = target[i] + np.float32(source[i]) * alpha
+def _resize_columns(columns, out, scale_x, scale_y, averaged, rows):
+    """out = INTER_AREA resize of the image whose columns are the rows of `columns` ((W, H * 3) uint8).
 
-
-@numba.njit(nogil=True, cache=True)
-def _sum_rows_rounded(rows, dst_size, scale):
-    """Like `_sum_rows` but rounded half to even into uint8, accumulated as OpenCV does (beta * row)."""
-    dst_index, src_index, weight = _area_table(rows.shape[0], dst_size, scale)
-    length = rows.shape[1]
-    out = np.empty((dst_size, length), np.uint8)
-    total = np.zeros(length, np.float32)
-    current = dst_index[0]
-    for k in range(dst_index.shape[0]):
-        source = rows[src_index[k]]
-        beta = weight[k]
-        if dst_index[k] != current:
-            _store_rounded(total, out[current])
-            for i in range(length):
-                total[i] = beta * source[i]
-            current = dst_index[k]
-        else:
-            for i in range(length):
-                total[i] = total[i] + beta * source[i]
-    _store_rounded(total, out[current])
+    Works on a block of output columns at a time (as many as `averaged` ((block, H * 3) float32 scratch)
+    holds; `rows` is (H, 3 * block) float32 scratch) so that every intermediate stays in cache: the horizontal
+    pass combines whole source columns into the block's columns (float32, from zero, in table order), a
+    small transpose turns them into rows, and the vertical pass accumulates those rows as OpenCV does
+    (beta * row, then + beta * row) and rounds into the block of `out`. The sums are OpenCV's, term for
+    term and in the same order, so the pixels are too.
+    """
+    src_width, column_length = columns.shape
+    src_height = column_length // 3
+    out_height, out_width = out.shape[0], out.shape[1]
+    x_dst, x_src, x_weight = _area_table(src_width, out_width, scale_x)
+    y_dst, y_src, y_weight = _area_table(src_height, out_height, scale_y)
+    block = averaged.shape[0]
+    total = np.empty(3 * block, np.float32)
+    flat_out = out.reshape(out_height, 3 * out_width)
+    k = 0
+    for first in range(0, out_width, block):
+        count = min(block, out_width - first)
+        length = 3 * count
+        while k < x_dst.shape[0] and x_dst[k] < first + count:
+            # the entries of one output column: OpenCV sums them from zero in table order; the first
+            # two are combined in one pass over the column (0 + a is exactly a), the rest added after
+            end = k + 1
+            while end < x_dst.shape[0] and x_dst[end] == x_dst[k]:
+                end += 1
+            target, source, alpha = averaged[x_dst[k] - first], columns[x_src[k]], x_weight[k]
+            if end - k >= 2:
+                second, beta = columns[x_src[k + 1]], x_weight[k + 1]
+                for i in range(column_length):
+                    target[i] = np.float32(source[i]) * alpha + np.float32(second[i]) * beta
+                k += 2
+            else:
+                for i in range(column_length):
+                    target[i] = np.float32(source[i]) * alpha
+                k += 1
+            while k < end:
+                source, alpha = columns[x_src[k]], x_weight[k]
+                for i in range(column_length):
+                    target[i] = target[i] + np.float32(source[i]) * alpha
+                k += 1
+        for y in range(src_height):  # (count, H, 3) -> (H, count * 3)
+            row = rows[y]
+            for j in range(count):
+                row[3 * j] = averaged[j, 3 * y]
+                row[3 * j + 1] = averaged[j, 3 * y + 1]
+                row[3 * j + 2] = averaged[j, 3 * y + 2]
+        current = -1
+        for e in range(y_dst.shape[0]):
+            source, beta = rows[y_src[e]], y_weight[e]
+            if y_dst[e] != current:
+                if current >= 0:
+                    _store_rounded(total[:length], flat_out[current, 3 * first:3 * first + length])
+                current = y_dst[e]
+                for i in range(length):
+                    total[i] = beta * source[i]
+            else:
+                for i in range(length):
+                    total[i] = total[i] + beta * source[i]
+        _store_rounded(total[:length], flat_out[current, 3 * first:3 * first + length])
     return out
 
 
@@ -121,16 +152,14 @@ def area_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or scale_x < 1 or scale_y < 1
             or (abs(scale_x - round(scale_x)) < _DBL_EPSILON and abs(scale_y - round(scale_y)) < _DBL_EPSILON)):
         return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    column_length = src_height * 3
-    # Columns become rows, (W, H, 3); the horizontal pass combines them into (width, H, 3) float32.
-    columns = cv2.transpose(image, dst=_scratch('columns', src_width * column_length, np.uint8).reshape(
+    # Columns become rows, (W, H, 3): both passes then run over contiguous memory.
+    columns = cv2.transpose(image, dst=_scratch('columns', src_width * src_height * 3, np.uint8).reshape(
         src_width, src_height, 3))
-    averaged = _scratch('averaged', width * column_length, np.float32).reshape(width, column_length)
-    _sum_rows(columns.reshape(src_width, column_length), averaged, src_width, scale_x)
-    # Back to rows, (H, width, 3), for the vertical pass.
-    rows = cv2.transpose(averaged.reshape(width, src_height, 3),
-                         dst=_scratch('rows', src_height * width * 3, np.float32).reshape(src_height, width, 3))
-    return _sum_rows_rounded(rows.reshape(src_height, width * 3), height, scale_y).reshape(height, width, 3)
+    block = min(_BLOCK, width)
+    averaged = _scratch('averaged', block * src_height * 3, np.float32).reshape(block, src_height * 3)
+    rows = _scratch('rows', src_height * 3 * block, np.float32).reshape(src_height, 3 * block)
+    out = np.empty((height, width, 3), np.uint8)
+    return _resize_columns(columns.reshape(src_width, src_height * 3), out, scale_x, scale_y, averaged, rows)
 
 
 def warm_up() -> None:
