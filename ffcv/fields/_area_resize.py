@@ -110,19 +110,27 @@ def _resize_columns(columns, out, scale_x, scale_y, averaged, rows):
                 row[3 * j] = averaged[j, 3 * y]
                 row[3 * j + 1] = averaged[j, 3 * y + 1]
                 row[3 * j + 2] = averaged[j, 3 * y + 2]
-        current = -1
-        for e in range(y_dst.shape[0]):
+        e = 0
+        while e < y_dst.shape[0]:  # one output row: beta * row, then + beta * row, as OpenCV accumulates
+            end = e + 1
+            while end < y_dst.shape[0] and y_dst[end] == y_dst[e]:
+                end += 1
             source, beta = rows[y_src[e]], y_weight[e]
-            if y_dst[e] != current:
-                if current >= 0:
-                    _store_rounded(total[:length], flat_out[current, 3 * first:3 * first + length])
-                current = y_dst[e]
+            if end - e >= 2:
+                second, gamma = rows[y_src[e + 1]], y_weight[e + 1]
                 for i in range(length):
-                    total[i] = beta * source[i]
+                    total[i] = beta * source[i] + gamma * second[i]
+                done = e + 2
             else:
                 for i in range(length):
+                    total[i] = beta * source[i]
+                done = e + 1
+            for f in range(done, end):
+                source, beta = rows[y_src[f]], y_weight[f]
+                for i in range(length):
                     total[i] = total[i] + beta * source[i]
-        _store_rounded(total[:length], flat_out[current, 3 * first:3 * first + length])
+            _store_rounded(total[:length], flat_out[y_dst[e], 3 * first:3 * first + length])
+            e = end
     return out
 
 
