@@ -205,14 +205,15 @@ def _destroy(library: _Library, cinfo: np.ndarray, err: np.ndarray) -> None:
     library.destroy(cinfo.ctypes.data)
 
 
-def _scaled(side: int, scale: int) -> int:
+def scaled_side(side: int, scale: int) -> int:
+    """A side of the image decoded at scale/8 (libjpeg rounds up)."""
     return -(-side * scale // 8)
 
 
 def choose_scale(height: int, width: int, min_height: int, min_width: int) -> int:
     """The smallest M in 1..8 whose M/8-scaled decode is at least min_height x min_width (8: full size)."""
     for scale in range(1, 8):
-        if _scaled(height, scale) >= min_height and _scaled(width, scale) >= min_width:
+        if scaled_side(height, scale) >= min_height and scaled_side(width, scale) >= min_width:
             return scale
     return 8
 
@@ -303,10 +304,10 @@ def _self_test() -> None:
     data = np.frombuffer(codec.encode_jpeg(image, 90), np.uint8)
     out = np.empty(75 * 112 * 3, np.uint8)
     for scale, window in ((8, (0, 0, 75, 101)), (8, (9, 21, 40, 50)), (4, (3, 5, 30, 40)), (2, (0, 0, 19, 26))):
-        full = codec.decode_jpeg(data, min_height=_scaled(75, scale), min_width=_scaled(101, scale))
+        full = codec.decode_jpeg(data, min_height=scaled_side(75, scale), min_width=scaled_side(101, scale))
         top, left, h, w = window
         got = decode_window(data, 75, 101, window, scale, out)
-        if full.shape[:2] != (_scaled(75, scale), _scaled(101, scale)) or not np.array_equal(
+        if full.shape[:2] != (scaled_side(75, scale), scaled_side(101, scale)) or not np.array_equal(
                 got, full[top:top + h, left:left + w]):
             raise RuntimeError(f'window {window} at scale {scale}/8 differs from the full decode')
     try:

@@ -34,8 +34,8 @@ def test_available_here():
 def test_windows_equal_the_full_decode(photos, scale, rng):
     out = np.empty(600 * 600 * 3, np.uint8)
     for data, (height, width) in photos:
-        full = codec.decode_jpeg(data, min_height=region._scaled(height, scale),
-                                 min_width=region._scaled(width, scale))
+        full = codec.decode_jpeg(data, min_height=region.scaled_side(height, scale),
+                                 min_width=region.scaled_side(width, scale))
         h, w = full.shape[:2]
         windows = [(0, 0, h, w), (0, 0, 1, 1), (h - 1, w - 1, 1, 1), (0, w - 7, h, 7), (h // 3, 0, h // 2, w)]
         for _ in range(25):
@@ -53,7 +53,7 @@ def test_choose_scale_is_simplejpegs_choice(photos, rng):
         min_h, min_w = int(rng.integers(1, height + 1)), int(rng.integers(1, width + 1))
         scale = region.choose_scale(height, width, min_h, min_w)
         decoded = codec.decode_jpeg(data, min_height=min_h, min_width=min_w)
-        assert decoded.shape[:2] == (region._scaled(height, scale), region._scaled(width, scale))
+        assert decoded.shape[:2] == (region.scaled_side(height, scale), region.scaled_side(width, scale))
 
 
 def test_corrupt_data_raises_and_the_decoder_stays_usable(photos, rng):

@@ -54,13 +54,37 @@ def _check_decoded_size(image: np.ndarray, height: int, width: int, scaled: bool
                                     f'{width}x{height}')
 
 
-def _scale_window(top: int, left: int, crop_h: int, crop_w: int, height: int, width: int, scaled_h: int,
-                  scaled_w: int):
+def _scale_window(window, height: int, width: int, scaled_h: int, scaled_w: int):
     """A window of a height x width image, in the coordinates of its scaled_h x scaled_w DCT-scaled decode."""
+    top, left, crop_h, crop_w = window
     scale_y, scale_x = scaled_h / height, scaled_w / width
     top, left = int(top * scale_y), int(left * scale_x)
     return (top, left, max(1, min(round(crop_h * scale_y), scaled_h - top)),
             max(1, min(round(crop_w * scale_x), scaled_w - left)))
+
+
+def _jpeg_crop(blob, height: int, width: int, window, out_h: int, out_w: int, scratch: np.ndarray,
+               dct_scaling: bool, windowed: bool) -> np.ndarray:
+    """The crop `window` (top, left, h, w) of a height x width JPEG, decoded into `scratch`: at a reduced
+    DCT scale when the crop is at least twice the output, and only its rows and columns when `windowed`."""
+    top, left, crop_h, crop_w = window
+    need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
+    scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
+    if windowed and (crop_h < height or crop_w < width):
+        scale = _jpeg_region.choose_scale(height, width, need_h, need_w) if scaled else 8
+        if scale < 8:
+            window = _scale_window(window, height, width, _jpeg_region.scaled_side(height, scale),
+                                   _jpeg_region.scaled_side(width, scale))
+        return _jpeg_region.decode_window(blob, height, width, window, scale, scratch)
+    if scaled:
+        _check_header_size(blob, height, width)
+    image = codec.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
+                              min_width=need_w if scaled else 0)
+    _check_decoded_size(image, height, width, scaled)
+    if scaled:
+        window = _scale_window(window, height, width, *image.shape[:2])
+    top, left, crop_h, crop_w = window
+    return image[top:top + crop_h, left:left + crop_w]
 
 
 def resize_area_into(image: np.ndarray, out: np.ndarray) -> None:
@@ -165,35 +189,17 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             rows = zip(heights.tolist(), widths.tolist(), windows.tolist(), starts.tolist(), sizes.tolist(),
                        (entries['mode'] == RAW).tolist())
             scratch = None
-            for i, (height, width, (top, left, crop_h, crop_w), start, size, raw) in enumerate(rows):
+            for i, (height, width, window, start, size, raw) in enumerate(rows):
                 blob = memory[start:start + size]
                 try:
                     if raw:
-                        image = blob.reshape(height, width, 3)
+                        top, left, crop_h, crop_w = window
+                        crop = blob.reshape(height, width, 3)[top:top + crop_h, left:left + crop_w]
                     else:
                         if scratch is None:
                             scratch = self._scratch_buffer()
-                        need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
-                        scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
-                        if windowed and (crop_h < height or crop_w < width):
-                            scale = _jpeg_region.choose_scale(height, width, need_h, need_w) if scaled else 8
-                            if scale < 8:
-                                top, left, crop_h, crop_w = _scale_window(
-                                    top, left, crop_h, crop_w, height, width, -(-height * scale // 8),
-                                    -(-width * scale // 8))
-                            image = _jpeg_region.decode_window(blob, height, width, (top, left, crop_h, crop_w),
-                                                               scale, scratch)
-                            resize_area_into(image, destination[i])
-                            continue
-                        if scaled:
-                            _check_header_size(blob, height, width)
-                        image = codec.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
-                                                  min_width=need_w if scaled else 0)
-                        _check_decoded_size(image, height, width, scaled)
-                        if scaled:
-                            top, left, crop_h, crop_w = _scale_window(top, left, crop_h, crop_w, height, width,
-                                                                      *image.shape[:2])
-                    resize_area_into(image[top:top + crop_h, left:left + crop_w], destination[i])
+                        crop = _jpeg_crop(blob, height, width, window, out_h, out_w, scratch, dct_scaling, windowed)
+                    resize_area_into(crop, destination[i])
                 except Exception as exc:
                     raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
             return destination
