@@ -67,11 +67,11 @@ def _resize_columns(columns, out, scale_x, scale_y, averaged, rows):
     """out = INTER_AREA resize of the image whose columns are the rows of `columns` ((W, H * 3) uint8).
 
     Works on a block of output columns at a time (as many as `averaged` ((block, H * 3) float32 scratch)
-    holds; `rows` is (H, 3 * block) float32 scratch) so that every intermediate stays in cache: the horizontal
-    pass combines whole source columns into the block's columns (float32, from zero, in table order), a
-    small transpose turns them into rows, and the vertical pass accumulates those rows as OpenCV does
-    (beta * row, then + beta * row) and rounds into the block of `out`. The sums are OpenCV's, term for
-    term and in the same order, so the pixels are too.
+    holds; `rows` is (H, 3 * block) float32 scratch) so that every intermediate stays in cache: the
+    horizontal pass combines whole source columns into the block's columns, a small transpose turns them
+    into rows, and the vertical pass combines those rows and rounds into the block of `out`
+    (`_weighted_sum` both times). The sums are OpenCV's, term for term and in the same order, so the
+    pixels are too.
     """
     src_width, column_length = columns.shape
     src_height = column_length // 3
@@ -86,26 +86,7 @@ def _resize_columns(columns, out, scale_x, scale_y, averaged, rows):
         count = min(block, out_width - first)
         length = 3 * count
         while k < x_dst.shape[0] and x_dst[k] < first + count:
-            # the entries of one output column: OpenCV sums them from zero in table order; the first
-            # two are combined in one pass over the column (0 + a is exactly a), the rest added after
-            end = k + 1
-            while end < x_dst.shape[0] and x_dst[end] == x_dst[k]:
-                end += 1
-            target, source, alpha = averaged[x_dst[k] - first], columns[x_src[k]], x_weight[k]
-            if end - k >= 2:
-                second, beta = columns[x_src[k + 1]], x_weight[k + 1]
-                for i in range(column_length):
-                    target[i] = np.float32(source[i]) * alpha + np.float32(second[i]) * beta
-                k += 2
-            else:
-                for i in range(column_length):
-                    target[i] = np.float32(source[i]) * alpha
-                k += 1
-            while k < end:
-                source, alpha = columns[x_src[k]], x_weight[k]
-                for i in range(column_length):
-                    target[i] = target[i] + np.float32(source[i]) * alpha
-                k += 1
+            k = _weighted_sum(columns, x_dst, x_src, x_weight, k, averaged[x_dst[k] - first])
         for y in range(src_height):  # (count, H, 3) -> (H, count * 3)
             row = rows[y]
             for j in range(count):
@@ -113,27 +94,42 @@ def _resize_columns(columns, out, scale_x, scale_y, averaged, rows):
                 row[3 * j + 1] = averaged[j, 3 * y + 1]
                 row[3 * j + 2] = averaged[j, 3 * y + 2]
         e = 0
-        while e < y_dst.shape[0]:  # one output row: beta * row, then + beta * row, as OpenCV accumulates
-            end = e + 1
-            while end < y_dst.shape[0] and y_dst[end] == y_dst[e]:
-                end += 1
-            source, beta = rows[y_src[e]], y_weight[e]
-            if end - e >= 2:
-                second, gamma = rows[y_src[e + 1]], y_weight[e + 1]
-                for i in range(length):
-                    total[i] = beta * source[i] + gamma * second[i]
-                done = e + 2
-            else:
-                for i in range(length):
-                    total[i] = beta * source[i]
-                done = e + 1
-            for f in range(done, end):
-                source, beta = rows[y_src[f]], y_weight[f]
-                for i in range(length):
-                    total[i] = total[i] + beta * source[i]
-            _store_rounded(total[:length], flat_out[y_dst[e], 3 * first:3 * first + length])
-            e = end
+        while e < y_dst.shape[0]:
+            row = y_dst[e]
+            e = _weighted_sum(rows, y_dst, y_src, y_weight, e, total[:length])
+            _store_rounded(total[:length], flat_out[row, 3 * first:3 * first + length])
     return out
+
+
+@numba.njit(nogil=True, cache=True, inline='always')
+def _weighted_sum(sources, dst_index, src_index, weight, k, target):
+    """target = the weighted sum of the table's entries for destination dst_index[k] (consecutive from k),
+    in float32, term by term in table order as OpenCV sums them; returns the index after those entries.
+
+    `sources` holds the rows the entries name (uint8 columns or float32 rows; only target's length is
+    read). The first two terms go in one pass over target (OpenCV starts from 0 or from the first product:
+    both give exactly the first product), the rest are added one pass each.
+    """
+    end = k + 1
+    while end < dst_index.shape[0] and dst_index[end] == dst_index[k]:
+        end += 1
+    length = target.shape[0]
+    source, alpha = sources[src_index[k]], weight[k]
+    if end - k >= 2:
+        second, beta = sources[src_index[k + 1]], weight[k + 1]
+        for i in range(length):
+            target[i] = np.float32(source[i]) * alpha + np.float32(second[i]) * beta
+        k += 2
+    else:
+        for i in range(length):
+            target[i] = np.float32(source[i]) * alpha
+        k += 1
+    while k < end:
+        source, alpha = sources[src_index[k]], weight[k]
+        for i in range(length):
+            target[i] = target[i] + np.float32(source[i]) * alpha
+        k += 1
+    return k
 
 
 @numba.njit(nogil=True, cache=True)
