@@ -126,13 +126,22 @@ def mixup_to_one_hot(mixed: torch.Tensor, destination: torch.Tensor) -> torch.Te
     return destination
 
 
-def _check_alpha(alpha, op):
-    if not float(alpha) > 0:
-        raise ValueError(f'{op}: alpha must be > 0 (lambda ~ Beta(alpha, alpha)), got {alpha!r}')
-    return float(alpha)
+class _Mixup(Operation):
+    """The arguments ImageMixup and LabelMixup share (and must share, for their lambdas to agree)."""
+
+    def __init__(self, alpha: float, same_lambda: bool):
+        super().__init__()
+        if not float(alpha) > 0:
+            raise ValueError(f'{type(self).__name__}: alpha must be > 0 (lambda ~ Beta(alpha, alpha)), '
+                             f'got {alpha!r}')
+        self.alpha = float(alpha)
+        self.same_lambda = bool(same_lambda)
+
+    def __repr__(self):
+        return f'{type(self).__name__}(alpha={self.alpha}, same_lambda={self.same_lambda})'
 
 
-class ImageMixup(Operation):
+class ImageMixup(_Mixup):
     """Mix each image with the previous one of the batch: lam * image_i + (1 - lam) * image_{i-1}, rounded.
 
     Input:  uint8 NumPy batch (B, H, W, C), CPU, JIT stage (place before ToTensor()).
@@ -145,11 +154,6 @@ class ImageMixup(Operation):
     same_lambda : bool
         One lambda for the whole batch instead of one per image. Use the same arguments in LabelMixup.
     """
-
-    def __init__(self, alpha: float, same_lambda: bool):
-        super().__init__()
-        self.alpha = _check_alpha(alpha, 'ImageMixup')
-        self.same_lambda = bool(same_lambda)
 
     def declare_state_and_memory(self, previous_state):
         require_uint8_images(previous_state, self)
@@ -168,21 +172,13 @@ class ImageMixup(Operation):
         image_mixup.seed_key = MIXUP_SEED_KEY
         return image_mixup
 
-    def __repr__(self):
-        return f'ImageMixup(alpha={self.alpha}, same_lambda={self.same_lambda})'
 
-
-class LabelMixup(Operation):
+class LabelMixup(_Mixup):
     """Labels of the pairs ImageMixup forms, with their weight (create it with ImageMixup's arguments).
 
     Input:  NumPy batch of one label per sample (B, 1) (e.g. IntDecoder()), JIT stage.
     Output: float32 (B, 3) rows (label_i, label_{i-1}, lam_i), new buffer; MixupToOneHot turns them into targets.
     """
-
-    def __init__(self, alpha: float, same_lambda: bool):
-        super().__init__()
-        self.alpha = _check_alpha(alpha, 'LabelMixup')
-        self.same_lambda = bool(same_lambda)
 
     def declare_state_and_memory(self, previous_state):
         require_numpy_labels(previous_state, self)
@@ -199,9 +195,6 @@ class LabelMixup(Operation):
         label_mixup.with_seeds = True
         label_mixup.seed_key = MIXUP_SEED_KEY
         return label_mixup
-
-    def __repr__(self):
-        return f'LabelMixup(alpha={self.alpha}, same_lambda={self.same_lambda})'
 
 
 class MixupToOneHot(Operation):
