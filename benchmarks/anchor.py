@@ -8,8 +8,11 @@ load `benchmarks/data.py` by path.
 """
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +60,29 @@ def load_sibling(name: str) -> ModuleType:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     return sys.modules[module_name]
+
+
+def environment_info(anchor_python: Optional[str]) -> dict:
+    """Where a benchmark ran: date, git commit, Python, platform, CPUs, library versions, the anchor used."""
+    import cv2
+    import numpy
+    import torch
+    import ffcv
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=HERE, capture_output=True,
+                                text=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {'date': datetime.datetime.now().isoformat(timespec='seconds'), 'git_commit': commit,
+            'python': platform.python_version(), 'platform': platform.platform(),
+            'cpus_available': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
+            'ffcv_ours': ffcv.__version__, 'numpy': numpy.__version__, 'opencv': cv2.__version__,
+            'torch': torch.__version__, 'anchor_python': anchor_python}
+
+
+def write_report(report: dict, path: str) -> None:
+    """Write a benchmark's JSON report (creating its folder) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + '\n')
+    print(f'\nresults written to {out}')

@@ -267,6 +267,8 @@ def read_command(workdir: Path) -> None:
 # --- Writing files with FFCV 1.0.2 ---------------------------------------------------------------
 
 def build_field(spec):
+    """The Field a case's spec describes, from whichever `ffcv` this interpreter imports (ffcv_compat.py
+    uses this function for our side too)."""
     import torch
     from ffcv import fields
     args = dict(spec['args'])

@@ -30,11 +30,9 @@ attempt kept; medians use the undisturbed runs when there are any (every result 
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -310,19 +308,6 @@ def print_table(results: Dict[str, dict], num_workers: int) -> None:
         print(f'{"":<11}{"quiet runs (ours/FFCV/torch)":<38}{quiet}')
 
 
-def environment_info(anchor_python: Optional[str]) -> dict:
-    import cv2
-    import torch
-    import ffcv
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=anchor.HERE, capture_output=True,
-                            text=True).stdout.strip() or None
-    return {'date': datetime.datetime.now().isoformat(timespec='seconds'), 'git_commit': commit,
-            'python': platform.python_version(), 'platform': platform.platform(),
-            'cpus_available': len(os.sched_getaffinity(0)), 'ffcv_ours': ffcv.__version__,
-            'numpy': np.__version__, 'opencv': cv2.__version__, 'torch': torch.__version__,
-            'anchor_python': anchor_python}
-
-
 def parse_args(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -381,11 +366,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print_table(results, args.num_workers)
     report = {'benchmark': 'loader', 'quick': args.quick, 'repeats': args.repeats, 'epochs': args.epochs,
               'num_workers': args.num_workers, 'torch_decoder': args.torch_decoder, 'datasets': prepared,
-              'environment': environment_info(anchor_python), 'cases': results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + '\n')
-    print(f'\nresults written to {out}')
+              'environment': anchor.environment_info(anchor_python), 'cases': results}
+    anchor.write_report(report, args.out)
     return 0
 
 

@@ -17,11 +17,9 @@ is timed. Runs alternate ours / FFCV after one untimed warm-up each; medians are
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -188,22 +186,6 @@ def print_table(results: Dict[str, dict]) -> None:
               f'{verdict}')
 
 
-def environment_info(anchor_python: Optional[str]) -> dict:
-    import cv2
-    import numpy
-    import ffcv
-    try:
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=anchor.HERE, capture_output=True,
-                                text=True).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {'date': datetime.datetime.now().isoformat(timespec='seconds'), 'git_commit': commit,
-            'python': platform.python_version(), 'platform': platform.platform(),
-            'cpus_available': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
-            'ffcv_ours': ffcv.__version__, 'numpy': numpy.__version__, 'opencv': cv2.__version__,
-            'anchor_python': anchor_python}
-
-
 def parse_args(argv: Optional[List[str]] = None):
     from ffcv.writer import available_cpus
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
@@ -239,12 +221,9 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{os.cpu_count()} CPUs: other work on the machine slows both writers and adds noise; '
           'the CPU-time columns are the steadier comparison')
     report = {'benchmark': 'writer', 'quick': args.quick, 'repeats': args.repeats, 'warmup': args.warmup,
-              'num_workers': args.num_workers, 'load_average': load, 'environment': environment_info(anchor_python),
-              'cases': results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + '\n')
-    print(f'\nresults written to {out}')
+              'num_workers': args.num_workers, 'load_average': load,
+              'environment': anchor.environment_info(anchor_python), 'cases': results}
+    anchor.write_report(report, args.out)
     return 0
 
 
