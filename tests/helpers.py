@@ -5,8 +5,11 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import torch
+
 from ffcv.embedded import make_arrays
 from ffcv.fields import IntField, RGBImageField
+from ffcv.pipeline import Compiler
 from ffcv.reader import Reader
 from ffcv.writer import DatasetWriter
 
@@ -41,3 +44,24 @@ def load_script(path: str, module_name: str | None = None) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def collect(loader):
+    """One epoch of `loader`, every tensor cloned (the loader reuses its buffers)."""
+    return [tuple(t.clone() for t in batch) for batch in loader]
+
+
+def same_batches(first, second) -> bool:
+    """Whether two collected epochs hold the same number of batches, equal tensor for tensor."""
+    return len(first) == len(second) and all(
+        all(torch.equal(x, y) for x, y in zip(a, b)) for a, b in zip(first, second))
+
+
+def compiled_and_python(run):
+    """(run() with compilation enabled, run() with `Compiler.set_enabled(False)`), re-enabled after."""
+    compiled = run()
+    Compiler.set_enabled(False)
+    try:
+        return compiled, run()
+    finally:
+        Compiler.set_enabled(True)

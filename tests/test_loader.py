@@ -15,7 +15,7 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.transforms import Squeeze, ToTensor
 
 from conftest import photo_like
-from helpers import write_and_read
+from helpers import collect, compiled_and_python, same_batches, write_and_read
 
 
 @pytest.fixture(scope='module')
@@ -32,10 +32,6 @@ def images(tmp_path_factory):
     samples = [(photo_like(rng, int(rng.integers(40, 90)), int(rng.integers(40, 90))), i) for i in range(96)]
     write_and_read(path, {'image': RGBImageField(write_mode='proportion'), 'label': IntField()}, samples)
     return path
-
-
-def collect(loader):
-    return [tuple(t.clone() for t in batch) for batch in loader]
 
 
 def index_batches(loader):
@@ -88,8 +84,7 @@ def test_same_seed_same_batches_whatever_the_threads(images):
     for workers in (2, 8):
         again = run(workers)
         for epoch_a, epoch_b in zip(reference, again):
-            for a, b in zip(epoch_a, epoch_b):
-                assert all(torch.equal(x, y) for x, y in zip(a, b))
+            assert same_batches(epoch_a, epoch_b)
     assert not torch.equal(reference[0][0][0], reference[1][0][0])  # epochs differ
     assert not torch.equal(reference[0][0][0], run(2, seed=12)[0][0][0])  # seeds differ
 
@@ -130,9 +125,7 @@ def test_resume_mid_epoch_in_a_new_process(images, tmp_path):
                     str(tmp_path / 'out.pt')], check=True)
     resumed = torch.load(tmp_path / 'out.pt')
     expected = uninterrupted[len(interrupted) + 2:]
-    assert len(resumed) == len(expected)
-    for a, b in zip(resumed, expected):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert same_batches(resumed, expected)
 
 
 class Doubler(Operation):
@@ -183,14 +176,8 @@ def test_jit_disabled_gives_identical_batches(images):
     def run():
         return collect(Loader(images, batch_size=16, order=OrderOption.RANDOM, seed=2,
                               pipelines={'image': [RandomResizedCropRGBImageDecoder((20, 20)), ToTensor()]}))
-    compiled = run()
-    Compiler.set_enabled(False)
-    try:
-        python = run()
-    finally:
-        Compiler.set_enabled(True)
-    for a, b in zip(compiled, python):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    compiled, python = compiled_and_python(run)
+    assert same_batches(compiled, python)
 
 
 def test_filter(scalars):

@@ -8,7 +8,6 @@ import torchvision
 from ffcv.fields import IntField, RGBImageField
 from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
-from ffcv.pipeline import Compiler
 from ffcv.pipeline.pipeline_spec import PipelineError
 from ffcv.transforms import (Convert, Cutout, ImageMixup, LabelMixup, MixupToOneHot, NormalizeImage, Poison,
                              RandomBrightness, RandomContrast, RandomHorizontalFlip, RandomResizedCrop,
@@ -16,7 +15,7 @@ from ffcv.transforms import (Convert, Cutout, ImageMixup, LabelMixup, MixupToOne
 from ffcv.transforms.common import Squeeze as CommonSqueeze
 
 from conftest import photo_like
-from helpers import write_and_read
+from helpers import collect, compiled_and_python, same_batches, write_and_read
 
 CIFAR_MEAN = [125.307, 122.961, 113.8575]
 CIFAR_STD = [51.5865, 50.847, 51.255]
@@ -41,15 +40,6 @@ def imagenet(tmp_path_factory):
     samples = [(photo_like(rng, int(rng.integers(60, 140)), int(rng.integers(60, 140))), i % 10) for i in range(24)]
     write_and_read(path, {'image': RGBImageField(write_mode='proportion'), 'label': IntField()}, samples)
     return path
-
-
-def collect(loader):
-    return [tuple(t.clone() for t in batch) for batch in loader]
-
-
-def same_batches(first, second):
-    return len(first) == len(second) and all(
-        all(torch.equal(x, y) for x, y in zip(a, b)) for a, b in zip(first, second))
 
 
 def cifar_train(path, workers, seed, batch_size=16):
@@ -107,12 +97,7 @@ def test_compile_switch_gives_identical_batches(cifar):
     def run():  # two batches keep the Python-only run short
         return collect(every_op_loader(cifar, 2, 12, indices=range(24)))
 
-    compiled = run()
-    Compiler.set_enabled(False)
-    try:
-        python = run()
-    finally:
-        Compiler.set_enabled(True)
+    compiled, python = compiled_and_python(run)
     assert same_batches(compiled, python)
 
 
