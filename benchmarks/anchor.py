@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ANCHOR_PYTHON = '/root/.venvs/ffcv-anchor/bin/python'
-SETUP_HINT = 'bash ../shared/tools/setup_ffcv_anchor.sh'
+SETUP_HINT = 'bash scripts/setup_ffcv_anchor.sh'
 
 
 def default_anchor_python() -> str:

@@ -10,7 +10,7 @@ included in the timed call, as it is in the loader.
 Both libraries are imported as `ffcv`, so each side runs this same file in `--worker` mode in its own
 interpreter, isolated (``-I``, no PYTHONPATH, cwd outside the repository): ours with this venv's
 python, FFCV's with $FFCV_ANCHOR_PYTHON (default /root/.venvs/ffcv-anchor/bin/python, built by
-../shared/tools/setup_ffcv_anchor.sh). Without the anchor, only our column is printed.
+scripts/setup_ffcv_anchor.sh). Without the anchor, only our column is printed.
 
     .venv/bin/python benchmarks/bench_transforms.py --out bench_results/transforms.json
 """

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures'
+# Files written by FFCV 1.0.2, committed with the tests (regenerate: tests/data/ffcv_fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parent / 'data' / 'ffcv_fixtures'
 
 
 def pytest_configure(config):
@@ -35,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope='session')
 def fixtures_dir() -> Path:
     if not (FIXTURES / 'manifest.json').exists():
-        pytest.fail(f'FFCV-written fixtures not found at {FIXTURES} (../shared/fixtures must sit beside the repo)')
+        pytest.fail(f'FFCV-written fixtures missing from {FIXTURES} (they are committed with the repository)')
     return FIXTURES
 
 

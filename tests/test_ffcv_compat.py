@@ -17,7 +17,7 @@ ANCHOR = compat.anchor.default_anchor_python()
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(ANCHOR).exists(),
-                    reason='FFCV 1.0.2 environment not built (bash ../shared/tools/setup_ffcv_anchor.sh)')
+                    reason='FFCV 1.0.2 environment not built (bash scripts/setup_ffcv_anchor.sh)')
 def test_ffcv_reads_our_files_and_we_read_ffcv_files(tmp_path):
     rows = compat.run_checks(ANCHOR, tmp_path)
     failed = [f"{r['direction']}: {r['file']} {r['field']} {r['check']}: {r['detail']}" for r in rows if not r['ok']]
