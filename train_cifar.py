@@ -25,10 +25,10 @@ import torchvision
 from fastargs import Config, Param, Section
 from torch import nn
 
-from ffcv.config import Boolean, config_dict, parse_config
+from ffcv.runs.config import Boolean, config_dict, parse_config
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
-from ffcv.training import RunLogger, atomic_save
+from ffcv.runs.run_log import RunLogger, atomic_save
 from ffcv.transforms import (Convert, Cutout, ModuleWrapper, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,
                              ToTensor, ToTorchImage)
 
@@ -79,7 +79,7 @@ def settings(config: Config) -> dict:
 # --- Data ---
 def make_loaders(s: dict, device: torch.device, mean, std):
     if not s['data.train_dataset']:
-        from ffcv.embedded import embedded_cifar
+        from ffcv.datasets.embedded import embedded_cifar
         s['data.train_dataset'], s['data.val_dataset'] = embedded_cifar(
             train_size=s['data.embedded_train_size'], test_size=s['data.embedded_test_size'])
     fill = tuple(int(v) for v in mean)

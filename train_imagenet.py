@@ -37,11 +37,11 @@ from fastargs import Config, Param, Section
 from fastargs.validation import OneOf
 from torch import nn
 
-from ffcv.config import Boolean, ConfigError, config_dict, parse_config
+from ffcv.runs.config import Boolean, ConfigError, config_dict, parse_config
 from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
-from ffcv.training import RunLogger, atomic_save
+from ffcv.runs.run_log import RunLogger, atomic_save
 from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
 
 # --- Config ---

@@ -51,7 +51,7 @@ class TorchCifar(torch.utils.data.Dataset):
 
 
 def torch_loader(batch_size: int, workers: int):
-    from ffcv.embedded import make_arrays
+    from ffcv.datasets.embedded import make_arrays
     images, labels = make_arrays('train', 5000)
     return torch.utils.data.DataLoader(TorchCifar(images, labels), batch_size=batch_size, shuffle=True,
                                        drop_last=True, num_workers=workers, persistent_workers=True)

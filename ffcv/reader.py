@@ -7,13 +7,13 @@ metadata, allocation table, the pointers stored in the metadata), so a truncated
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Type
+from typing import Dict, Mapping, Optional, Tuple, Type
 
 import numpy as np
 
 from .fields.base import Field
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, CUSTOM_TYPE_ID, MAX_PAGE_SIZE, FieldDescType, HeaderType,
-                    decode_field_name, get_metadata_type, is_power_of_2, resolve_handler_class)
+                    column_name, decode_field_name, get_metadata_type, is_power_of_2, resolve_handler_class)
 
 __all__ = ['Reader', 'CorruptFileError']
 
@@ -40,11 +40,12 @@ class Reader:
     Attributes
     ----------
     num_samples, page_size, num_fields : int
+    page_shift : int, log2 of page_size (file page of an offset: ``offset >> page_shift``)
     header : numpy record (`HeaderType`)
     field_descriptors : numpy array (`FieldDescType`)
     field_names : list of str
     handlers : dict of name -> Field instance
-    metadata_type : numpy dtype of a metadata row (members f0, f1, ...)
+    metadata_type : numpy dtype of a metadata row (one member per field: `column`)
     metadata : numpy array of num_samples rows (read-only)
     alloc_table : numpy array of `ALLOC_TABLE_TYPE` entries, as stored (read-only)
     data_start : int, file offset of the first data page
@@ -58,6 +59,7 @@ class Reader:
                 raise TypeError(f"custom field '{name}': expected a Field subclass (the class, not an instance), "
                                 f'got {cls!r}')
         self._mmap = None
+        self._sample_pages = None
         try:
             self.file_stat = os.stat(self._fname)  # memory managers check that they read this very file
         except OSError as exc:
@@ -95,6 +97,7 @@ class Reader:
         self.header = header
         self.num_samples = int(header['num_samples'])
         self.page_size = page_size
+        self.page_shift = page_size.bit_length() - 1
         self.num_fields = int(header['num_fields'])
         self.alloc_table_ptr = int(header['alloc_table_ptr'])
         if self.num_fields == 0:
@@ -141,7 +144,7 @@ class Reader:
                                     offset=self.metadata_start)
         self.metadata.setflags(write=False)
         for index, (name, handler) in enumerate(self.handlers.items()):
-            problem = handler.check_column(self.metadata[f'f{index}'])
+            problem = handler.check_column(self.column(index))
             if problem is not None:
                 row, reason = problem
                 self._fail(f"sample {row}, field '{name}': {reason}")
@@ -174,7 +177,7 @@ class Reader:
             self._fail(f'allocation entry {bad[0]} (sample {int(table["sample_id"][bad[0]])}) spans '
                        f'[{int(ptrs[bad[0]])}, +{int(sizes[bad[0]])}) outside the data region '
                        f'[{self.data_start}, {self.alloc_table_ptr})')
-        shift = np.uint64(self.page_size.bit_length() - 1)
+        shift = np.uint64(self.page_shift)
         last = ptrs + np.maximum(sizes, np.uint64(1)) - np.uint64(1)
         bad = np.flatnonzero((ptrs >> shift) != (last >> shift))
         if bad.size:
@@ -194,7 +197,7 @@ class Reader:
     def _check_pointers(self) -> None:
         """Every heap pointer in the metadata must be an allocation of the right size."""
         for index, (name, handler) in enumerate(self.handlers.items()):
-            found = handler.heap_pointers(self.metadata[f'f{index}'])
+            found = handler.heap_pointers(self.column(index))
             if found is None or self.num_samples == 0:
                 continue
             ptrs, sizes, known = found
@@ -246,6 +249,33 @@ class Reader:
             return max(candidates)
         return wanted if wanted in candidates else None
 
+    # -- the format's vocabulary, asked by the loader, the memory managers, the orders and the tools --
+
+    def column(self, field) -> np.ndarray:
+        """Metadata column of a field (by index in file order, or by name): one entry per sample."""
+        index = self.field_names.index(field) if isinstance(field, str) else int(field)
+        return self.metadata[column_name(index)]
+
+    def sample_pages(self) -> Tuple[np.ndarray, np.ndarray, int]:
+        """The file pages holding each sample's (non-empty) heap data.
+
+        Returns ``(offsets, pages, num_pages)``: the pages of sample ``s`` are
+        ``pages[offsets[s]:offsets[s + 1]]`` (sorted, normally exactly one), and ``num_pages`` is one past
+        the largest page any allocation points into (the size of a page table). Zero-size allocations
+        need no data, so they need no page either. Computed once, on first use.
+        """
+        if self._sample_pages is None:
+            table = self.alloc_table
+            samples = table['sample_id'].astype(np.int64)
+            pages = (table['ptr'] >> np.uint64(self.page_shift)).astype(np.int64)
+            num_pages = int(pages.max()) + 1 if pages.size else 0
+            keep = table['size'] > 0
+            keys = np.unique(samples[keep] * max(num_pages, 1) + pages[keep])
+            key_samples, key_pages = np.divmod(keys, max(num_pages, 1))
+            offsets = np.searchsorted(key_samples, np.arange(self.num_samples + 1))
+            self._sample_pages = (offsets, key_pages, num_pages)
+        return self._sample_pages
+
     # -- access to samples (for tools and tests; the Loader has its own compiled path) --
 
     def read(self, ptr: int, size: Optional[int] = None) -> np.ndarray:
@@ -263,7 +293,7 @@ class Reader:
         if not 0 <= index < self.num_samples:
             raise IndexError(f'sample {index} out of range [0, {self.num_samples})')
         row = self.metadata[index]
-        return {name: handler.read_value(row[f'f{i}'], self.read)
+        return {name: handler.read_value(row[column_name(i)], self.read)
                 for i, (name, handler) in enumerate(self.handlers.items())}
 
     def close(self) -> None:

@@ -71,10 +71,15 @@ def get_type_id(field) -> int:
 
 
 def get_metadata_type(handlers) -> np.dtype:
-    """Numpy struct of one metadata row: one unnamed member per field (`f0`, `f1`, ...), C-aligned."""
+    """Numpy struct of one metadata row: one member per field (see `column_name`), C-aligned."""
     if isinstance(handlers, Mapping):
         handlers = list(handlers.values())
-    return np.dtype([('', h.metadata_type) for h in handlers], align=True)
+    return np.dtype([(column_name(i), h.metadata_type) for i, h in enumerate(handlers)], align=True)
+
+
+def column_name(field_index: int) -> str:
+    """Name of field `field_index`'s member in a metadata row (numpy's name for an unnamed member)."""
+    return f'f{field_index}'
 
 
 def decode_field_name(raw: np.ndarray) -> str:

@@ -24,11 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ._partial_files import create_partial
-from .fields.base import Field, set_current_row
+from .fields.base import Field
 from .utils import available_cpus
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, DEFAULT_PAGE_SIZE, FIELD_NAME_BYTES, MAX_PAGE_SIZE,
                     MIN_PAGE_SIZE, FieldDescType, HeaderType, align_to_page, check_page_size,
-                    encode_field_name, get_metadata_type, get_type_id)
+                    column_name, encode_field_name, get_metadata_type, get_type_id)
 
 __all__ = ['DatasetWriter', 'DatasetWriteError', 'MIN_PAGE_SIZE', 'MAX_PAGE_SIZE']
 
@@ -118,10 +118,9 @@ class _SampleEncoder:
             buffers.append(buffer)
             return tag + len(buffers) - 1, buffer
 
-        set_current_row(row)
         for index, (name, field, value) in enumerate(zip(self.names, self.fields, sample)):
             try:
-                field.encode(destination_row[f'f{index}'], value, malloc)
+                field.encode_row(destination_row[column_name(index)], value, malloc, row)
             except DatasetWriteError:
                 raise
             except Exception as exc:

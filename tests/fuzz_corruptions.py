@@ -13,7 +13,7 @@ from typing import List, Tuple
 import numpy as np
 
 from ffcv.reader import Reader
-from ffcv.types import ALLOC_TABLE_TYPE, FieldDescType, HeaderType
+from ffcv.types import ALLOC_TABLE_TYPE, FieldDescType, HeaderType, column_name
 
 FIXTURES = ['basic', 'cifar_like', 'images_jpg', 'images_proportion', 'images_raw', 'images_smart']
 HEADER_FIELDS = {name: (HeaderType.fields[name][1], HeaderType.fields[name][0].itemsize) for name in HeaderType.names}
@@ -71,8 +71,8 @@ def layout(fixtures_dir, name: str) -> Layout:
         jpeg, image_offset = [], -1
         if 'image' in reader.field_names:
             index = reader.field_names.index('image')
-            image_offset = reader.metadata_type.fields[f'f{index}'][1]
-            column, sizes = reader.metadata[f'f{index}'], dict(blobs)
+            image_offset = reader.metadata_type.fields[column_name(index)][1]
+            column, sizes = reader.column(index), dict(blobs)
             jpeg = [(int(p), sizes[int(p)]) for p, m in zip(column['data_ptr'], column['mode']) if m == 0]
         _layouts[key] = Layout(path.read_bytes(), reader.num_fields, reader.num_samples, reader.page_size,
                                reader.metadata_start, reader.metadata_end, reader.metadata_type.itemsize,

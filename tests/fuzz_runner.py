@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ffcv import codec  # noqa: E402
+from ffcv.imaging import jpeg  # noqa: E402
 from ffcv.fields import BytesField, FloatField, IntField, NDArrayField, RGBImageField  # noqa: E402
-from ffcv.fields._crop import center_crop_windows  # noqa: E402
+from ffcv.imaging.crop import center_crop_windows  # noqa: E402
 from ffcv.fields.decoders import CenterCropRGBImageDecoder  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
 from ffcv.pipeline import PipelineSpec  # noqa: E402
@@ -45,7 +45,7 @@ def plan(reader: Reader, dct_scaling: bool) -> dict:
     """Loader pipelines covering every field with its default decoder, plus a center crop of images."""
     pipelines, sources = {}, {}
     for index, (name, handler) in enumerate(reader.handlers.items()):
-        column = reader.metadata[f'f{index}']
+        column = reader.column(index)
         if isinstance(handler, RGBImageField):
             crop = CenterCropRGBImageDecoder(CROP, CROP_RATIO, dct_scaling=dct_scaling)
             same_size = column.size and (column['height'] == column['height'][0]).all() and (
@@ -65,9 +65,9 @@ def _image(reader: Reader, entry, min_side=(0, 0)) -> np.ndarray:
     height, width = int(entry['height']), int(entry['width'])
     if entry['mode'] == 1:
         return blob.reshape(height, width, 3)
-    if codec.jpeg_size(blob) != (height, width):
-        raise codec.JPEGDecodeError(f'JPEG header says {codec.jpeg_size(blob)}, the metadata {height}x{width}')
-    return codec.decode_jpeg(blob, min_height=min_side[0], min_width=min_side[1])  # the loader's settings
+    if jpeg.jpeg_size(blob) != (height, width):
+        raise jpeg.JPEGDecodeError(f'JPEG header says {jpeg.jpeg_size(blob)}, the metadata {height}x{width}')
+    return jpeg.decode_jpeg(blob, min_height=min_side[0], min_width=min_side[1])  # the loader's settings
 
 
 def _crop(reader: Reader, entry, dct_scaling: bool) -> np.ndarray:
@@ -90,7 +90,7 @@ def expected_value(reader: Reader, source: tuple, row: int, width: int) -> np.nd
     """What the loader must return for sample `row`, computed straight from the file's bytes."""
     field_index, kind, dct_scaling = source
     handler = list(reader.handlers.values())[field_index]
-    entry = reader.metadata[f'f{field_index}'][row]
+    entry = reader.column(field_index)[row]
     if isinstance(handler, (IntField, FloatField)):
         return np.array([entry])
     if isinstance(handler, NDArrayField):
@@ -129,12 +129,12 @@ def check_file(path: str, os_cache: bool, dct_scaling: bool) -> str:
                 for k in range(values.shape[0]):
                     try:
                         want = expected_value(reader, setup['sources'][name], row + k, values.shape[-1])
-                    except codec.JPEGDecodeError as exc:
+                    except jpeg.JPEGDecodeError as exc:
                         raise Bad(f"sample {row + k}: loaded '{name}' although its JPEG is bad ({exc})")
                     if values[k].tobytes() != np.ascontiguousarray(want, values.dtype).tobytes():
                         raise Bad(f"sample {row + k}, output '{name}': loaded value differs from the file's")
             row += batch[0].shape[0]
-    except codec.JPEGDecodeError as exc:  # must name a sample whose JPEG really is bad
+    except jpeg.JPEGDecodeError as exc:  # must name a sample whose JPEG really is bad
         notes = ' '.join(getattr(exc, '__notes__', []))
         named = [int(w) for w in notes.replace(',', ' ').split() if w.isdigit()]
         if 'sample' not in notes:

@@ -7,7 +7,7 @@ from types import ModuleType
 
 import torch
 
-from ffcv.embedded import make_arrays
+from ffcv.datasets.embedded import make_arrays
 from ffcv.fields import IntField, RGBImageField
 from ffcv.pipeline import Compiler
 from ffcv.reader import Reader
@@ -58,10 +58,12 @@ def same_batches(first, second) -> bool:
 
 
 def compiled_and_python(run):
-    """(run() with compilation enabled, run() with `Compiler.set_enabled(False)`), re-enabled after."""
-    compiled = run()
-    Compiler.set_enabled(False)
+    """(run() with compilation enabled, run() with `Compiler.set_enabled(False)`); the setting found is restored."""
+    previous = Compiler.is_enabled
     try:
+        Compiler.set_enabled(True)
+        compiled = run()
+        Compiler.set_enabled(False)
         return compiled, run()
     finally:
-        Compiler.set_enabled(True)
+        Compiler.set_enabled(previous)

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ffcv.fields._area_resize import area_resize
+from ffcv.imaging.area_resize import area_resize
 from ffcv.fields.rgb_image import resize_to_max_side
 
 

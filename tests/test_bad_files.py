@@ -6,8 +6,8 @@ at open, at `ffcv verify` or when that sample is loaded; never a crash, a hang o
 import numpy as np
 import pytest
 
-from ffcv.cli import main as ffcv_command
-from ffcv.codec import JPEGDecodeError
+from ffcv.tools.cli import main as ffcv_command
+from ffcv.imaging.jpeg import JPEGDecodeError
 from ffcv.fields import IntField, RGBImageField
 from ffcv.fields.decoders import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import photo_like
-from ffcv.cli import main
+from ffcv.tools.cli import main
 from ffcv.reader import Reader
 
 FIXTURE_FILES = ['basic.beton', 'images_raw.beton', 'images_jpg.beton', 'images_proportion.beton',

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from ffcv.benchmark import bench_file, format_report
-from ffcv.cli import main
+from ffcv.tools.bench import bench_file, format_report
+from ffcv.tools.cli import main
 
 FAST = ['--batches', '2', '--batch-size', '8', '--num-workers', '2']
 

@@ -86,7 +86,7 @@ def test_random_resized_crop_against_opencv_reference(tmp_beton, rng):
     decoder = RandomResizedCropRGBImageDecoder((24, 16), scale=(0.2, 1.0))
     (out,) = load_all(reader.file_name, {'image': [decoder, ToTensor()]}, seed=5)
     # recompute the windows the decoder drew, then apply the reference crop + INTER_AREA resize
-    from ffcv.fields._crop import random_resized_crop_windows
+    from ffcv.imaging.crop import random_resized_crop_windows
     from ffcv.pipeline.seeding import batch_seeds, op_key
     indices = np.arange(30, dtype=np.int64)
     seeds = batch_seeds(np.uint64(5), np.uint64(0), indices, np.uint64(op_key('image', 0)))

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ffcv.config import ConfigError, parse_config
+from ffcv.runs.config import ConfigError, parse_config
 
 from helpers import load_script
 

@@ -1,4 +1,4 @@
-"""Window decoding of JPEGs (ffcv._jpeg_region) against simplejpeg's full decode, and its error handling."""
+"""Window decoding of JPEGs (ffcv.imaging.jpeg_window) against simplejpeg's full decode, and its error handling."""
 import gc
 import os
 import subprocess
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from ffcv import _jpeg_region as region
-from ffcv import codec
+from ffcv.imaging import jpeg_window
+from ffcv.imaging import jpeg
 from ffcv.fields.decoders import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.fields import RGBImageField
 from ffcv.loader import Loader, OrderOption
@@ -22,27 +22,27 @@ def photos():
     """Real photographs as JPEG (4:2:0, quality 90), with odd sizes."""
     images = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()[:397, :517],
               skimage.data.rocket()[5:, 3:]]
-    return [(np.frombuffer(codec.encode_jpeg(np.ascontiguousarray(im), 90), np.uint8), im.shape[:2])
+    return [(np.frombuffer(jpeg.encode_jpeg(np.ascontiguousarray(im), 90), np.uint8), im.shape[:2])
             for im in images]
 
 
 def test_available_here():
-    assert region.available(), region._unavailable_reason
+    assert jpeg_window.available(), jpeg_window._unavailable_reason
 
 
 @pytest.mark.parametrize('scale', [8, 7, 5, 4, 3, 2, 1])
 def test_windows_equal_the_full_decode(photos, scale, rng):
     out = np.empty(600 * 600 * 3, np.uint8)
     for data, (height, width) in photos:
-        full = codec.decode_jpeg(data, min_height=region.scaled_side(height, scale),
-                                 min_width=region.scaled_side(width, scale))
+        full = jpeg.decode_jpeg(data, min_height=jpeg_window.scaled_side(height, scale),
+                                 min_width=jpeg_window.scaled_side(width, scale))
         h, w = full.shape[:2]
         windows = [(0, 0, h, w), (0, 0, 1, 1), (h - 1, w - 1, 1, 1), (0, w - 7, h, 7), (h // 3, 0, h // 2, w)]
         for _ in range(25):
             crop_h, crop_w = rng.integers(1, h + 1), rng.integers(1, w + 1)
             windows.append((rng.integers(0, h - crop_h + 1), rng.integers(0, w - crop_w + 1), crop_h, crop_w))
         for top, left, crop_h, crop_w in windows:
-            got = region.decode_window(data, height, width, (top, left, crop_h, crop_w), scale, out)
+            got = jpeg_window.decode_window(data, height, width, (top, left, crop_h, crop_w), scale, out)
             np.testing.assert_array_equal(got, full[top:top + crop_h, left:left + crop_w],
                                           err_msg=f'window {(top, left, crop_h, crop_w)} at {scale}/8')
 
@@ -51,15 +51,15 @@ def test_choose_scale_is_simplejpegs_choice(photos, rng):
     data, (height, width) = photos[0]
     for _ in range(40):
         min_h, min_w = int(rng.integers(1, height + 1)), int(rng.integers(1, width + 1))
-        scale = region.choose_scale(height, width, min_h, min_w)
-        decoded = codec.decode_jpeg(data, min_height=min_h, min_width=min_w)
-        assert decoded.shape[:2] == (region.scaled_side(height, scale), region.scaled_side(width, scale))
+        scale = jpeg_window.choose_scale(height, width, min_h, min_w)
+        decoded = jpeg.decode_jpeg(data, min_height=min_h, min_width=min_w)
+        assert decoded.shape[:2] == (jpeg_window.scaled_side(height, scale), jpeg_window.scaled_side(width, scale))
 
 
 def test_corrupt_data_raises_and_the_decoder_stays_usable(photos, rng):
     data, (height, width) = photos[1]
     out = np.empty(height * width * 3 + 4096, np.uint8)
-    expected = region.decode_window(data, height, width, (10, 20, 100, 150), 8, out).copy()
+    expected = jpeg_window.decode_window(data, height, width, (10, 20, 100, 150), 8, out).copy()
     cases = [data[:len(data) // 3], data[:40], np.zeros(500, np.uint8), rng.integers(0, 256, 3000, dtype=np.uint8)]
     for _ in range(30):  # random byte errors after the headers
         broken = data.copy()
@@ -69,34 +69,34 @@ def test_corrupt_data_raises_and_the_decoder_stays_usable(photos, rng):
     raised = 0
     for case in cases:
         try:
-            region.decode_window(np.ascontiguousarray(case), height, width, (10, 20, 100, 150), 8, out)
-        except codec.JPEGDecodeError:
+            jpeg_window.decode_window(np.ascontiguousarray(case), height, width, (10, 20, 100, 150), 8, out)
+        except jpeg.JPEGDecodeError:
             raised += 1
     assert raised >= 4  # the truncated and garbage inputs at least; byte errors may still decode
-    np.testing.assert_array_equal(region.decode_window(data, height, width, (10, 20, 100, 150), 8, out), expected)
+    np.testing.assert_array_equal(jpeg_window.decode_window(data, height, width, (10, 20, 100, 150), 8, out), expected)
 
 
 def test_size_disagreeing_with_metadata_and_bad_windows_raise(photos):
     data, (height, width) = photos[1]
     out = np.empty(height * width * 3, np.uint8)
-    with pytest.raises(codec.JPEGDecodeError, match=f'is {width}x{height} but the metadata says {width}x{height + 1}'):
-        region.decode_window(data, height + 1, width, (0, 0, 10, 10), 8, out)
-    with pytest.raises(codec.JPEGDecodeError, match='outside'):
-        region.decode_window(data, height, width, (height - 5, 0, 10, 10), 8, out)
-    with pytest.raises(codec.JPEGDecodeError, match='too small'):
-        region.decode_window(data, height, width, (0, 0, height, width), 8, out[:1000])
+    with pytest.raises(jpeg.JPEGDecodeError, match=f'is {width}x{height} but the metadata says {width}x{height + 1}'):
+        jpeg_window.decode_window(data, height + 1, width, (0, 0, 10, 10), 8, out)
+    with pytest.raises(jpeg.JPEGDecodeError, match='outside'):
+        jpeg_window.decode_window(data, height, width, (height - 5, 0, 10, 10), 8, out)
+    with pytest.raises(jpeg.JPEGDecodeError, match='too small'):
+        jpeg_window.decode_window(data, height, width, (0, 0, height, width), 8, out[:1000])
 
 
 def test_threads_decode_concurrently_with_their_own_state(photos):
     data, (height, width) = photos[0]
-    reference = codec.decode_jpeg(data)[50:300, 70:400]
+    reference = jpeg.decode_jpeg(data)[50:300, 70:400]
     results, errors = [], []
 
     def work():
         out = np.empty(height * width * 3, np.uint8)
         try:
             for _ in range(20):
-                results.append(np.array_equal(region.decode_window(data, height, width, (50, 70, 250, 330), 8,
+                results.append(np.array_equal(jpeg_window.decode_window(data, height, width, (50, 70, 250, 330), 8,
                                                                    out), reference))
         except Exception as exc:  # reported below
             errors.append(exc)
@@ -110,7 +110,7 @@ def test_threads_decode_concurrently_with_their_own_state(photos):
 
 
 def test_thread_state_is_destroyed_with_its_owner():
-    state = region._ThreadState(region._library)
+    state = jpeg_window._ThreadState(jpeg_window._library)
     finalizer = state.finalizer
     assert finalizer.alive
     del state
@@ -119,7 +119,7 @@ def test_thread_state_is_destroyed_with_its_owner():
 
 
 def test_can_be_disabled_by_environment():
-    code = 'from ffcv import _jpeg_region as r; print(r.available(), r._unavailable_reason)'
+    code = 'from ffcv.imaging import jpeg_window as r; print(r.available(), r._unavailable_reason)'
     env = dict(os.environ, FFCV_REGION_DECODE='0')
     done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.split()[0] == 'False' and 'FFCV_REGION_DECODE=0' in done.stdout
@@ -137,8 +137,8 @@ def test_decoders_give_the_same_batches_with_and_without_window_decoding(tmp_pat
     DatasetWriter(str(path), {'image': RGBImageField(write_mode='jpg', max_resolution=300)},
                   num_workers=1).from_indexed_dataset(samples)
     calls = []
-    real = region.decode_window
-    monkeypatch.setattr(region, 'decode_window', lambda *args: calls.append(1) or real(*args))
+    real = jpeg_window.decode_window
+    monkeypatch.setattr(jpeg_window, 'decode_window', lambda *args: calls.append(1) or real(*args))
     batches = []
     for window_decoding in (True, False):
         loader = Loader(str(path), batch_size=5, num_workers=2, order=OrderOption.RANDOM, seed=3,

@@ -12,7 +12,7 @@ import pytest
 
 from ffcv.fields import BytesField, IntField
 from ffcv.memory_managers import ContextClosedError, OSCacheManager, ProcessCacheManager
-from ffcv.memory_managers.base import locate_blobs, read_blob, read_blob_py
+from ffcv.pipeline.storage import locate_blobs, read_blob, read_blob_py
 from ffcv.reader import Reader
 from ffcv.traversal_order import QuasiRandom, Sequential
 
@@ -107,8 +107,8 @@ def test_process_cache_returns_the_os_cache_bytes(paged_file, num_workers, order
 
     with ProcessCacheManager(reader).schedule_epoch(batches) as context:
         run_epoch(context, batches, num_workers, check, jitter=0.002)
-        assert (context._cache.page_table == -1).all()  # every slot was given back
-        assert len(context._cache.free_slots) == context.num_slots
+        assert (context._cache.page_table == -1).all()  # every frame was given back
+        assert len(context._cache.free_frames) == context.num_frames
     assert sorted(checked) == list(range(reader.num_samples))
 
 
@@ -116,9 +116,9 @@ def test_slots_bounded_by_window_with_quasi_random(paged_file):
     reader = Reader(paged_file)
     manager = ProcessCacheManager(reader, prefetch=1, lookahead=1)
     num_pages = int((manager.schedule(batches_of(np.arange(reader.num_samples))).uses > 0).sum())
-    sequential = manager.schedule(batches_of(np.arange(reader.num_samples))).num_slots
-    random = manager.schedule(batches_of(np.random.default_rng(0).permutation(reader.num_samples))).num_slots
-    quasi = max(manager.schedule(quasi_batches(reader, epoch=e)).num_slots for e in range(3))
+    sequential = manager.schedule(batches_of(np.arange(reader.num_samples))).num_frames
+    random = manager.schedule(batches_of(np.random.default_rng(0).permutation(reader.num_samples))).num_frames
+    quasi = max(manager.schedule(quasi_batches(reader, epoch=e)).num_frames for e in range(3))
     assert sequential <= 4
     assert random >= num_pages - 2  # every page stays resident from its first to its last use
     window = 2 * BATCH
@@ -140,7 +140,7 @@ def test_quasi_random_fits_where_random_does_not(paged_file):
                 assert np.array_equal(read_blob(ptrs[sample], state), expected[sample])
 
     with manager.schedule_epoch(batches) as context:
-        assert context.num_slots * PAGE <= 14 * PAGE
+        assert context.num_frames * PAGE <= 14 * PAGE
         run_epoch(context, batches, 3, check)
 
 
@@ -152,7 +152,7 @@ def test_close_mid_epoch_stops_promptly(paged_file):
     context.start_batch(0)
     outcome = []
 
-    def waiter():  # batch 20's pages cannot get a slot while batch 0 holds it: this blocks
+    def waiter():  # batch 20's pages cannot get a frame while batch 0 holds it: this blocks
         try:
             context.start_batch(20)
             outcome.append('returned')
@@ -210,7 +210,7 @@ def test_scalar_only_file_needs_no_memory(tmp_beton):
     before = threading.active_count()
     batches = batches_of(np.random.default_rng(0).permutation(50))
     with ProcessCacheManager(reader).schedule_epoch(batches) as context:
-        assert context.num_slots == 0
+        assert context.num_frames == 0
         run_epoch(context, batches, 2)
         assert threading.active_count() == before
 
@@ -223,7 +223,7 @@ def test_end_before_start_and_bad_batch(paged_file):
         context.start_batch(0)
         for b in range(len(batches)):  # a loader unwinding after an error ends batches it never started
             context.end_batch(b)
-        assert len(context._cache.free_slots) <= context.num_slots
+        assert len(context._cache.free_frames) <= context.num_frames
         with pytest.raises(IndexError, match='out of range'):
             context.start_batch(len(batches))
 
@@ -235,8 +235,8 @@ def test_resumed_epoch_needs_only_its_batches(paged_file, monkeypatch):
     manager = ProcessCacheManager(reader, prefetch=1, lookahead=1)
     with manager.schedule_epoch(batches, first_batch=30) as context:
         run_epoch(context, batches, 2, first=30)
-        assert context.num_slots <= 4
+        assert context.num_frames <= 4
     monkeypatch.setattr(context_module, '_WAIT_S', 0.05)
-    with manager.schedule_epoch(batches) as context:  # resumed without saying so: slots fill with old pages
+    with manager.schedule_epoch(batches) as context:  # resumed without saying so: frames fill with old pages
         with pytest.raises(RuntimeError, match='first_batch'):
             context.start_batch(30)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ffcv.config import ConfigError, parse_config
-from ffcv.embedded import make_arrays
+from ffcv.runs.config import ConfigError, parse_config
+from ffcv.datasets.embedded import make_arrays
 
 from helpers import load_script, write_embedded_splits
 
@@ -126,7 +126,7 @@ def test_wandb_offline(recipe, tiny, tmp_path, monkeypatch):
 def test_atomic_save_removes_temporaries_of_dead_savers(tmp_path):
     import subprocess
 
-    from ffcv.training import atomic_save
+    from ffcv.runs.run_log import atomic_save
     dead = subprocess.Popen(['true'])
     dead.wait()
     stale = tmp_path / f'checkpoint.pt.tmp{dead.pid}'

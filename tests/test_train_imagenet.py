@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ffcv.config import ConfigError
+from ffcv.runs.config import ConfigError
 from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.reader import Reader
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms import RandomResizedCrop as RRC
 
-from ffcv.fields._crop import random_resized_crop_windows
+from ffcv.imaging.crop import random_resized_crop_windows
 from ffcv.pipeline.seeding import randint, uniform
 from ffcv.pipeline.state import State
 from ffcv.transforms import Cutout, RandomHorizontalFlip, RandomResizedCrop, RandomTranslate

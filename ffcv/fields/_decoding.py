@@ -4,7 +4,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..memory_managers.base import blob_location, locate_blobs
+from ..pipeline.storage import blob_location, locate_blobs
 
 
 def annotate(exc: BaseException, message: str) -> BaseException:

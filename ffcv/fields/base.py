@@ -27,19 +27,6 @@ import numpy as np
 
 ARG_TYPE = np.dtype([('', '<u1', 1024)])
 
-_current_row = [0]
-
-
-def set_current_row(row: int) -> None:
-    """Called by the writer before encoding each sample (per process)."""
-    _current_row[0] = int(row)
-
-
-def current_row() -> int:
-    """Row of the file being encoded; fields use it to seed per-sample random choices."""
-    return _current_row[0]
-
-
 # Reads `size` bytes at absolute file offset `ptr` and returns them as a read-only uint8 array.
 ReadFn = Callable[[int, Optional[int]], np.ndarray]  # size None: look it up
 
@@ -72,6 +59,15 @@ class Field(ABC):
     @abstractmethod
     def encode(self, destination, field, malloc):
         """Write one value: ``destination`` is a 1-element view of the metadata column."""
+
+    def encode_row(self, destination, field, malloc, row: int):
+        """What the writer calls for the sample stored at `row` of the file.
+
+        Fields whose encoding makes a random choice (RGBImageField's 'proportion' mode) override it to
+        seed the choice with the row, so a file is the same whatever the number of writer processes;
+        every other field just encodes.
+        """
+        return self.encode(destination, field, malloc)
 
     @abstractmethod
     def get_decoder_class(self) -> Type:

@@ -5,7 +5,7 @@ They run as Python over the batch (one worker thread per batch); the heavy work,
 `area_resize` where OpenCV is slow), happens in C or numba with the GIL released.
 Raw images are copied by a compiled kernel. When a crop is at least twice the output size, JPEGs are
 decoded at a reduced scale in the DCT domain (M/8), which is several times cheaper; and only the crop's
-rows and columns are decoded (`ffcv._jpeg_region`, libjpeg-turbo's window decoding).
+rows and columns are decoded (`ffcv.imaging.jpeg_window`, libjpeg-turbo's window decoding).
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from .. import _jpeg_region, codec
+from ..imaging import jpeg, jpeg_window
+from ..imaging.area_resize import area_resize
+from ..imaging.crop import center_crop_windows, random_resized_crop_windows
 from ..pipeline.allocation_query import AllocationQuery
-from ..pipeline.operation import Operation
-from ._area_resize import area_resize
-from ._crop import center_crop_windows, random_resized_crop_windows
 from ..pipeline.compiler import run_kernel
+from ..pipeline.operation import Operation
 from ._decoding import NO_SIZES, annotate, batch_blobs, copy_blobs
-from .rgb_image import IMAGE_MODES
+
+IMAGE_MODES = {'jpg': 0, 'raw': 1}  # how RGBImageField stores each image: its metadata's `mode` byte
 
 JPG, RAW = IMAGE_MODES['jpg'], IMAGE_MODES['raw']
 
@@ -36,9 +37,9 @@ def _size_range(column) -> str:
 def _check_header_size(blob: np.ndarray, height: int, width: int) -> None:
     """Compare the JPEG's own size with the metadata before a DCT-scaled decode, whose output size
     alone cannot tell a JPEG twice as large as the metadata says from the right one."""
-    if codec.jpeg_size(blob) != (height, width):
-        stored_height, stored_width = codec.jpeg_size(blob)
-        raise codec.JPEGDecodeError(f'JPEG is {stored_width}x{stored_height} but the metadata says '
+    if jpeg.jpeg_size(blob) != (height, width):
+        stored_height, stored_width = jpeg.jpeg_size(blob)
+        raise jpeg.JPEGDecodeError(f'JPEG is {stored_width}x{stored_height} but the metadata says '
                                     f'{width}x{height}')
 
 
@@ -50,7 +51,7 @@ def _check_decoded_size(image: np.ndarray, height: int, width: int, scaled: bool
     else:
         ok = image.shape[:2] == (height, width)
     if not ok:
-        raise codec.JPEGDecodeError(f'JPEG is {image.shape[1]}x{image.shape[0]} but the metadata says '
+        raise jpeg.JPEGDecodeError(f'JPEG is {image.shape[1]}x{image.shape[0]} but the metadata says '
                                     f'{width}x{height}')
 
 
@@ -71,14 +72,14 @@ def _jpeg_crop(blob, height: int, width: int, window, out_h: int, out_w: int, sc
     need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
     scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
     if windowed and (crop_h < height or crop_w < width):
-        scale = _jpeg_region.choose_scale(height, width, need_h, need_w) if scaled else 8
+        scale = jpeg_window.choose_scale(height, width, need_h, need_w) if scaled else 8
         if scale < 8:
-            window = _scale_window(window, height, width, _jpeg_region.scaled_side(height, scale),
-                                   _jpeg_region.scaled_side(width, scale))
-        return _jpeg_region.decode_window(blob, height, width, window, scale, scratch)
+            window = _scale_window(window, height, width, jpeg_window.scaled_side(height, scale),
+                                   jpeg_window.scaled_side(width, scale))
+        return jpeg_window.decode_window(blob, height, width, window, scale, scratch)
     if scaled:
         _check_header_size(blob, height, width)
-    image = codec.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
+    image = jpeg.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
                               min_width=need_w if scaled else 0)
     _check_decoded_size(image, height, width, scaled)
     if scaled:
@@ -120,15 +121,15 @@ class SimpleRGBImageDecoder(Operation):
     def generate_code(self):
         def decode(indices, destination, metadata, storage_state):
             entries = metadata[indices]
-            jpeg = np.flatnonzero(entries['mode'] == JPG)
-            if jpeg.size < indices.shape[0]:  # raw images: one compiled copy for the batch
+            jpegs = np.flatnonzero(entries['mode'] == JPG)
+            if jpegs.size < indices.shape[0]:  # raw images: one compiled copy for the batch
                 flat = destination.reshape(destination.shape[0], -1)
                 run_kernel(copy_blobs, indices, metadata['data_ptr'], NO_SIZES, storage_state, flat, False)
-            if jpeg.size:
-                memory, starts, sizes = batch_blobs(entries['data_ptr'][jpeg], storage_state)
-                for k, i in enumerate(jpeg):
+            if jpegs.size:
+                memory, starts, sizes = batch_blobs(entries['data_ptr'][jpegs], storage_state)
+                for k, i in enumerate(jpegs):
                     try:
-                        image = codec.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=destination[i])
+                        image = jpeg.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=destination[i])
                         _check_decoded_size(image, destination.shape[1], destination.shape[2], False)
                     except Exception as exc:
                         raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
@@ -143,7 +144,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
     Works with images of any size. `output_size` may be changed between epochs (progressive resizing).
     With `dct_scaling` (default), a JPEG whose crop is at least twice the output size is decoded at a
     reduced scale; the result differs from a full-size decode by resampling detail only (the window
-    moves by at most one source pixel). With `window_decoding` (default, where `ffcv._jpeg_region` works),
+    moves by at most one source pixel). With `window_decoding` (default, where `ffcv.imaging.jpeg_window` works),
     only the crop's rows and columns of a JPEG are decoded: the same pixels as a full decode, cheaper.
     Subclasses implement `crop_windows(heights, widths, seeds)`.
     """
@@ -179,7 +180,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
         dct_scaling, window_decoding = self.dct_scaling, self.window_decoding
 
         def decode(indices, destination, metadata, storage_state, seeds=None):
-            windowed = window_decoding and _jpeg_region.available()
+            windowed = window_decoding and jpeg_window.available()
             entries = metadata[indices]
             heights, widths = entries['height'].astype(np.int64), entries['width'].astype(np.int64)
             windows = self.crop_windows(heights, widths, seeds)

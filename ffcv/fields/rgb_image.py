@@ -5,11 +5,13 @@ from typing import Optional, Type
 
 import numpy as np
 
-from ._area_resize import area_resize, warm_up
-from .base import Field, current_row, empty_arguments
-from .. import codec
+from ..imaging import jpeg
+from ..imaging.area_resize import area_resize, warm_up
+from .base import Field, empty_arguments
+# The decoders live beside the field; FFCV users import them from here too.
+from .image_decoders import (IMAGE_MODES, CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: F401
+                             ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
 
-IMAGE_MODES = {'jpg': 0, 'raw': 1}
 WRITE_MODES = ('raw', 'jpg', 'smart', 'proportion')
 
 # Packed (unaligned) metadata of one image: 13 bytes, as FFCV stores it.
@@ -122,10 +124,13 @@ class RGBImageField(Field):
         return False
 
     def encode(self, destination, image, malloc):
+        return self.encode_row(destination, image, malloc, row=0)
+
+    def encode_row(self, destination, image, malloc, row: int):
         image = resize_to_max_side(as_rgb_array(image), self.max_resolution)
         height, width = image.shape[:2]
-        if self._use_jpeg(image, current_row()):  # the row being written seeds 'proportion'
-            data = np.frombuffer(codec.encode_jpeg(image, self.jpeg_quality), dtype=np.uint8)
+        if self._use_jpeg(image, row):  # the row being written seeds 'proportion'
+            data = np.frombuffer(jpeg.encode_jpeg(image, self.jpeg_quality), dtype=np.uint8)
             mode = IMAGE_MODES['jpg']
         else:
             data = image.reshape(-1)
@@ -152,7 +157,7 @@ class RGBImageField(Field):
         data = read(int(metadata['data_ptr']), None)
         if mode == IMAGE_MODES['raw']:
             return np.array(data.reshape(height, width, 3))
-        image = codec.decode_jpeg(data, fastdct=False)  # accurate IDCT for tools and checks
+        image = jpeg.decode_jpeg(data, fastdct=False)  # accurate IDCT for tools and checks
         if image.shape != (height, width, 3):
             raise ValueError(f'JPEG decodes to {image.shape[1]}x{image.shape[0]} but the metadata says '
                              f'{width}x{height}')
@@ -174,8 +179,3 @@ class RGBImageField(Field):
 
     def describe(self) -> str:
         return 'RGBImageField()'
-
-
-# FFCV users import the decoders from here too
-from .image_decoders import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: E402,F401
-                             ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)

@@ -1,8 +1,9 @@
 """`EpochIterator`: builds one epoch's batches on worker threads and hands them out in order.
 
 Threads, not processes: each worker takes the next batch number, runs every output pipeline for it into
-the buffers of slot ``batch % slots`` and publishes the result. Workers may run at most `lookahead`
-batches ahead of the consumer, so a slot is never rewritten while the consumer can still hold it.
+the buffers of slot ``batch % slots`` and publishes the result. A worker takes a batch only while it is at
+most `slots` past the last batch the consumer released, so a slot is never rewritten while the consumer can
+still hold its batch.
 
 Failure and shutdown rules (no hangs):
 * an exception in a worker is stored with its batch and re-raised by the consumer when it asks for that
@@ -32,14 +33,14 @@ def _stop_all() -> None:
 class _EpochState:
     """Everything the workers share; owned by an `EpochIterator`, never referencing it."""
 
-    def __init__(self, pipelines, batches: List[np.ndarray], first_batch: int, context, metadata, seed: int,
-                 epoch: int, num_threads: int, lookahead: int, slots: int, use_cuda: bool):
+    def __init__(self, pipelines, columns: List[np.ndarray], batches: List[np.ndarray], first_batch: int, context,
+                 seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool):
         self.pipelines = pipelines
+        self.columns = columns             # metadata column of each pipeline's field
         self.batches = batches
         self.context = context
-        self.metadata = metadata
         self.seed, self.epoch = seed, epoch
-        self.lookahead, self.slots = lookahead, slots
+        self.slots = slots
         self.condition = threading.Condition()
         self.next_batch = first_batch      # next batch number a worker will take
         self.released = first_batch - 1    # highest batch the consumer is done with
@@ -133,8 +134,8 @@ def _build_batch(state: _EpochState, batch: int):
 
 def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray):
     storage_state = state.context.state
-    return tuple(p.run(slot, indices, state.metadata[f'f{p.field_index}'], storage_state, state.seed,
-                       state.epoch) for p in state.pipelines)
+    return tuple(p.run(slot, indices, column, storage_state, state.seed, state.epoch)
+                 for p, column in zip(state.pipelines, state.columns))
 
 
 class EpochIterator:
@@ -147,8 +148,9 @@ class EpochIterator:
         self.current = first_batch - 1  # batch held by the consumer
         use_cuda = torch.cuda.is_available() and any(p.uses_cuda for p in loader.pipelines)
         num_threads = max(1, min(loader.num_workers, len(batches) - first_batch))
-        self._state = _EpochState(loader.pipelines, list(batches), first_batch, context, loader.reader.metadata,
-                                  loader.seed, epoch, num_threads, loader.lookahead, loader.slots, use_cuda)
+        columns = [loader.reader.column(p.field_index) for p in loader.pipelines]
+        self._state = _EpochState(loader.pipelines, columns, list(batches), first_batch, context, loader.seed, epoch,
+                                  num_threads, loader.slots, use_cuda)
 
     def __iter__(self):
         return self

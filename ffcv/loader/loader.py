@@ -11,11 +11,11 @@ import torch
 
 from ..memory_managers import OSCacheManager
 from ..memory_managers.process_cache.manager import physical_memory
-from ..pipeline.graph import build_pipelines
 from ..reader import Reader
 from ..traversal_order.base import TraversalOrder
 from ..utils import available_cpus
 from . import _arguments as arguments
+from ._resolve import build_pipelines
 from .epoch_iterator import EpochIterator
 
 
@@ -134,8 +134,7 @@ class Loader:
         self.traversal_order = order_class(self, **dict(order_kwargs or {}))
 
         self._pipelines_arg = dict(pipelines or {})
-        self.pipelines = build_pipelines(dict(self._pipelines_arg), self.reader.handlers, self.reader.field_names,
-                                         self.reader.metadata, self.memory_manager.compile_reader(), self.fname)
+        self.pipelines = build_pipelines(self._pipelines_arg, self.reader, self.memory_manager.compile_reader())
         self._generate_code()
         self._buffers = {}
         self.next_epoch = 0            # epoch of the next fresh iter(loader)
@@ -221,7 +220,6 @@ class Loader:
         if not 0 <= int(state['batches_served']) <= self._length:
             raise ValueError(f"state_dict batches_served={state['batches_served']} is outside [0, {self._length}]")
         self.seed = int(state['seed'])
-        self.traversal_order.seed = self.seed
         self._resume = (int(state['epoch']), int(state['batches_served']))
 
     # -- FFCV extras --
@@ -253,6 +251,7 @@ class Loader:
         return [[step.function for step in p.steps] for p in self.pipelines]
 
     def close(self) -> None:
-        """Release the file map (epochs in progress stop when their iterator is closed or dropped)."""
+        """Free the batch buffers (the next epoch allocates new ones). The file stays mapped until the loader
+        is garbage-collected; an epoch in progress stops when its iterator is closed or dropped."""
         self._buffers.clear()
 

@@ -14,13 +14,12 @@ def _env_flag(name: str) -> bool:
 
 
 class Compiler:
-    """Process-wide compilation switch and thread count (FFCV-compatible class API).
+    """Process-wide compilation switch (FFCV-compatible class API).
 
     ``Compiler.set_enabled(False)`` or ``FFCV_DISABLE_JIT=1`` runs every pipeline as plain Python with
     identical results (slow, but debuggable with pdb and ordinary tracebacks).
     """
     is_enabled: bool = not _env_flag('FFCV_DISABLE_JIT')
-    num_threads: int = 1
 
     @classmethod
     def set_enabled(cls, enabled: bool) -> None:
@@ -28,8 +27,11 @@ class Compiler:
 
     @classmethod
     def set_num_threads(cls, n: int) -> None:
-        """Threads used by loaders created afterwards (n < 1: every CPU this process may use)."""
-        cls.num_threads = available_cpus() if n < 1 else int(n)
+        """numba's thread count, for the user's own ``parallel=True`` / `prange` code (n < 1: every CPU this
+        process may use). The loader's threads are `Loader(num_workers=...)`: each runs the compiled steps of
+        whole batches, one at a time, so the loader itself never compiles parallel code."""
+        wanted = available_cpus() if n < 1 else int(n)
+        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
 
     @classmethod
     def compile(cls, code: Callable, signature: Optional[object] = None) -> Callable:

@@ -1,4 +1,4 @@
-"""From pipeline specs to runnable per-batch pipelines, with errors in the user's terms.
+"""Runnable per-batch pipelines (the loader resolves them from specs: `ffcv.loader._resolve`).
 
 Each output of a loader is a chain: decoder -> transform -> ... Building it (once per loader, and the
 memory declaration once per epoch) checks every step against the state produced by the one before, so
@@ -6,8 +6,9 @@ a misplaced operation fails when the `Loader` is created, naming the pipeline, t
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -15,13 +16,14 @@ import torch
 from .allocation_query import AllocationQuery, allocate_query
 from .compiler import Compiler
 from .operation import Operation
-from .pipeline_spec import PipelineError, PipelineSpec
-from .seeding import batch_seeds, op_key
+from .pipeline_spec import PipelineError
+from .seeding import batch_seeds
 from .state import State, initial_state
 
 
 @dataclass
 class Step:
+    """One operation of a pipeline and what the engine derived from it."""
     operation: Operation
     position: int                   # 0 = decoder
     key: int                        # stable per-op key for seeding
@@ -32,6 +34,35 @@ class Step:
     buffers: object = None          # per-slot buffers matching `allocation`
     state: Optional[State] = None   # output state (this epoch)
 
+    def generate(self) -> None:
+        """Take the operation's code (compiled when this step runs in NumPy / JIT mode)."""
+        code = self.operation.generate_code()
+        self.with_indices = bool(getattr(code, 'with_indices', False))
+        self.with_seeds = bool(getattr(code, 'with_seeds', False))
+        if getattr(code, 'seed_key', None) is not None:  # ops sharing draws across pipelines (mixup)
+            self.key = int(code.seed_key)
+        self.function = Compiler.compile(code) if self.state.jit_mode else code
+
+    def seeds(self, seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
+        """This step's per-sample seeds for a batch of sample `indices`."""
+        return batch_seeds(np.uint64(seed), np.uint64(epoch), indices, np.uint64(self.key))
+
+    def transform(self, batch, destination, indices: np.ndarray, seeds: Optional[np.ndarray]):
+        """Run a transform (position > 0) on `batch`: ``function(batch, destination[, indices][, seeds])``."""
+        args = [batch, destination]
+        if self.with_indices:
+            args.append(indices)
+        if self.with_seeds:
+            args.append(seeds)
+        return self.function(*args)
+
+    def decode(self, indices: np.ndarray, destination, metadata: np.ndarray, storage_state,
+               seeds: Optional[np.ndarray]):
+        """Run the decoder (position 0): ``function(indices, destination, metadata, storage_state[, seeds])``."""
+        if self.with_seeds:
+            return self.function(indices, destination, metadata, storage_state, seeds)
+        return self.function(indices, destination, metadata, storage_state)
+
 
 @dataclass
 class OutputPipeline:
@@ -40,6 +71,9 @@ class OutputPipeline:
     field_name: str
     field_index: int
     steps: List[Step] = field(default_factory=list)
+    # Timing hook (`ffcv bench`): called as ``on_step(pipeline, step, started, result, count)`` after each
+    # step, `started` being time.perf_counter() before it. None (the default) costs nothing.
+    on_step: Optional[Callable] = None
 
     def describe(self, step: Step) -> str:
         kind = 'decoder' if step.position == 0 else f'step {step.position}'
@@ -72,14 +106,9 @@ class OutputPipeline:
         """Ask every operation for its code and compile what runs in NumPy (JIT) mode."""
         for step in self.steps:
             try:
-                code = step.operation.generate_code()
+                step.generate()
             except Exception as exc:
                 raise PipelineError(f'{self.describe(step)}: generate_code failed: {exc}') from exc
-            step.with_indices = bool(getattr(code, 'with_indices', False))
-            step.with_seeds = bool(getattr(code, 'with_seeds', False))
-            if getattr(code, 'seed_key', None) is not None:  # ops sharing draws across pipelines (mixup)
-                step.key = int(code.seed_key)
-            step.function = Compiler.compile(code) if step.state.jit_mode else code
 
     def allocate(self, batch_size: int, slots: int, pin: bool, previous: Dict) -> None:
         """Per-slot buffers for this epoch (reusing the previous epoch's when the request is unchanged)."""
@@ -104,17 +133,14 @@ class OutputPipeline:
         result = None
         for step in self.steps:
             destination = _slot_view(step.buffers, slot, count)
-            seeds = (batch_seeds(np.uint64(seed), np.uint64(epoch), indices, np.uint64(step.key))
-                     if step.with_seeds else None)
+            seeds = step.seeds(seed, epoch, indices) if step.with_seeds else None
+            started = time.perf_counter() if self.on_step is not None else 0.0
             if step.position == 0:
-                args = [indices, destination, metadata, storage_state]
+                result = step.decode(indices, destination, metadata, storage_state, seeds)
             else:
-                args = [result, destination]
-                if step.with_indices:
-                    args.append(indices)
-            if seeds is not None:
-                args.append(seeds)
-            result = step.function(*args)
+                result = step.transform(result, destination, indices, seeds)
+            if self.on_step is not None:
+                self.on_step(self, step, started, result, count)
         return result
 
 
@@ -124,58 +150,3 @@ def _slot_view(buffers, slot: int, count: int):
     if isinstance(buffers, tuple):
         return tuple(b[slot][:count] for b in buffers)
     return buffers[slot][:count]
-
-
-def build_pipelines(pipelines: Dict, handlers: Dict, field_names: Sequence[str], metadata: np.ndarray,
-                    memory_read: Callable, fname: str) -> List[OutputPipeline]:
-    """Resolve the user's `pipelines` mapping into OutputPipelines, in FFCV's output order."""
-    specs: Dict[str, PipelineSpec] = {}
-    for name in pipelines:
-        value = pipelines[name]
-        if value is None:
-            if name not in handlers:
-                raise PipelineError(_unknown_field(name, field_names, fname))
-            continue
-        if isinstance(value, PipelineSpec):
-            spec = value
-        elif isinstance(value, (list, tuple)):
-            spec = PipelineSpec(name, transforms=list(value))
-        else:
-            raise PipelineError(f"pipelines['{name}'] must be a list of operations, a PipelineSpec or None; "
-                                f'got {type(value).__name__}')
-        if spec.source not in handlers:
-            raise PipelineError(_unknown_field(spec.source, field_names, fname))
-        specs[name] = spec
-    for name in field_names:  # fields not mentioned: default decoder + ToTensor
-        if name not in pipelines:
-            specs[name] = PipelineSpec(name)
-
-    ordered = [n for n in field_names if n in specs] + [n for n in specs if n not in field_names]
-    outputs = []
-    for name in ordered:
-        spec = specs[name]
-        handler = handlers[spec.source]
-        spec.accept_decoder(handler.get_decoder_class(), name)
-        index = list(field_names).index(spec.source)
-        output = OutputPipeline(name, spec.source, index)
-        for position, op in enumerate([spec.decoder, *spec.transforms]):
-            if not isinstance(op, Operation):
-                raise PipelineError(f"pipeline '{name}', step {position}: {op!r} is neither an Operation nor a "
-                                    'torch.nn.Module')
-            op.accept_field(handler)
-            op.accept_globals(metadata[f'f{index}'], memory_read)
-            output.steps.append(Step(op, position, op_key(name, position)))
-        output.declare()
-        outputs.append(output)
-    return outputs
-
-
-def _unknown_field(name: str, field_names: Sequence[str], fname: str) -> str:
-    import difflib
-    close = difflib.get_close_matches(name, field_names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ''
-    return f"pipelines names '{name}', which is not a field of {fname} (fields: {', '.join(field_names)}){hint}"
-
-
-def output_states(outputs: Sequence[OutputPipeline]) -> List[Tuple[str, State]]:
-    return [(o.name, o.steps[-1].state) for o in outputs]

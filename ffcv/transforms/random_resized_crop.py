@@ -11,7 +11,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from ..fields._crop import random_resized_crop_windows
+from ..imaging.crop import random_resized_crop_windows
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation

@@ -42,13 +42,17 @@ class TraversalOrder(ABC):
     def __init__(self, loader):
         self.loader = loader
         self.indices = loader.indices
-        self.seed = loader.seed
         self.distributed = loader.distributed
         self.sampler = None
         if self.distributed:
             self.rank, self.world_size = distributed_rank_and_size()
         else:
             self.rank, self.world_size = 0, 1
+
+    @property
+    def seed(self) -> int:
+        """The loader's seed (read at each epoch, so `Loader.load_state_dict` reaches the order too)."""
+        return self.loader.seed
 
     @abstractmethod
     def sample_order(self, epoch: int) -> Sequence[int]:

@@ -69,19 +69,18 @@ class QuasiRandom(TraversalOrder):
     def __init__(self, loader, window: Optional[int] = None):
         super().__init__(loader)
         reader = loader.reader
-        table = reader.alloc_table
-        if table.size == 0:
+        if reader.alloc_table.size == 0:
             raise ValueError(f'{reader.file_name} has no heap data (only scalar fields): QUASI_RANDOM '
                              'groups samples by the pages holding their data, so it cannot help here; '
                              'use OrderOption.RANDOM')
         self.window = 2 * int(loader.batch_size) if window is None else int(window)
         if self.window < 1:
             raise ValueError(f'window must be >= 1, got {self.window}')
-        shift = np.uint64(reader.page_size.bit_length() - 1)
+        offsets, pages_of, _ = reader.sample_pages()
+        first = offsets[:-1]
+        has_data = offsets[1:] > first
         sample_page = np.full(reader.num_samples, np.iinfo(np.int64).max, np.int64)
-        data = table['size'] > 0
-        np.minimum.at(sample_page, table['sample_id'][data].astype(np.int64),
-                      (table['ptr'][data] >> shift).astype(np.int64))
+        sample_page[has_data] = pages_of[first[has_data]]  # a sample's first page (normally its only one)
         indices = np.asarray(self.indices, dtype=np.int64)
         pages = sample_page[indices]
         has_page = pages != np.iinfo(np.int64).max

@@ -1,15 +1,15 @@
 """`ProcessCacheContext`: one epoch of the process cache.
 
 Worker threads call ``start_batch(b)`` / ``end_batch(b)``; a small pool of reader threads copies whole
-pages from the file into slots with ``os.preadv`` (which releases the GIL). All bookkeeping happens
+pages from the file into frames with ``os.preadv`` (which releases the GIL). All bookkeeping happens
 under one condition variable:
 
 * ``start_batch(b)`` allows every page first needed by a batch up to ``b + prefetch`` to be read,
-  hands as many of them as there are free slots to the readers (in order of first use, so the pages of
+  hands as many of them as there are free frames to the readers (in order of first use, so the pages of
   the oldest batches always get memory first and the schedule cannot deadlock), then waits until the
   pages of ``b`` are resident, one of them failed (OSError), or the context is closed.
 * ``end_batch(b)`` drops one use of each page of ``b``; a page whose every batch has ended gives its
-  slot back and the next waiting pages are handed out.
+  frame back and the next waiting pages are handed out.
 
 The reader threads only hold a reference to the shared `_PageCache`, never to the context, so a
 context that is dropped without ``close()`` is still closed by its finaliser.
@@ -50,7 +50,7 @@ class _PageCache:
         self.num_readers = num_readers
         num_pages = schedule.uses.size
         self.page_table = np.full(num_pages, -1, np.int64)
-        self.slot_of = np.full(num_pages, -1, np.int64)
+        self.frame_of = np.full(num_pages, -1, np.int64)
         self.status = np.full(num_pages, WAITING, np.int8)
         self.remaining = schedule.uses.copy()
         self.ended = np.zeros(schedule.batch_offsets.size - 1, bool)
@@ -59,7 +59,7 @@ class _PageCache:
         self.reading = 0   # pages handed to the readers and not yet done
         self.progress = 0  # bumped by every event that may unblock a waiting worker
         self.errors = {}
-        self.free_slots = list(range(schedule.num_slots - 1, -1, -1))
+        self.free_frames = list(range(schedule.num_frames - 1, -1, -1))
         self.next_to_issue = 0
         self.issue_limit = -1
         self.cond = threading.Condition()
@@ -73,20 +73,20 @@ class _PageCache:
     # -- worker side (called with self.cond held) --
 
     def issue(self) -> None:
-        """Hand pages that may be read now to the readers, while slots are free."""
+        """Hand pages that may be read now to the readers, while frames are free."""
         order, first_use = self.schedule.load_order, self.schedule.first_use
-        while self.next_to_issue < order.size and self.free_slots:
+        while self.next_to_issue < order.size and self.free_frames:
             page = order[self.next_to_issue]
             if first_use[page] > self.issue_limit:
                 break
             self.next_to_issue += 1
             if self.status[page] != WAITING:  # every batch needing it already ended
                 continue
-            self.slot_of[page] = self.free_slots.pop()
+            self.frame_of[page] = self.free_frames.pop()
             self.status[page] = READING
             self.reading += 1
             self._start_readers()
-            self.requests.put((int(page), int(self.slot_of[page])))
+            self.requests.put((int(page), int(self.frame_of[page])))
 
     def _start_readers(self) -> None:
         if self.threads:
@@ -98,15 +98,15 @@ class _PageCache:
             self.threads.append(thread)
 
     def release(self, page: int) -> None:
-        """The last batch needing `page` ended: give its slot back (or never read it)."""
+        """The last batch needing `page` ended: give its frame back (or never read it)."""
         state = self.status[page]
         if state == WAITING:
             self.status[page] = RELEASED
         elif state in (LOADED, FAILED):
             self.page_table[page] = -1
-            self.free_slots.append(int(self.slot_of[page]))
+            self.free_frames.append(int(self.frame_of[page]))
             self.status[page] = RELEASED
-        # READING: the reader frees the slot when it is done.
+        # READING: the reader frees the frame when it is done.
 
     # -- reader threads --
 
@@ -115,10 +115,10 @@ class _PageCache:
             request = self.requests.get()
             if request is None or self.closed:
                 return
-            page, slot = request
+            page, frame = request
             error = None
             try:
-                self._read_page(page, slot)
+                self._read_page(page, frame)
             except Exception as exc:  # reported to the worker waiting for this page
                 error = exc
             with self.cond:
@@ -130,17 +130,17 @@ class _PageCache:
                     self.errors[page] = error
                     self.status[page] = FAILED
                 else:
-                    self.page_table[page] = slot
+                    self.page_table[page] = frame
                     self.status[page] = LOADED
                 if self.remaining[page] == 0:
                     self.release(page)
                     self.issue()
                 self.cond.notify_all()
 
-    def _read_page(self, page: int, slot: int) -> None:
+    def _read_page(self, page: int, frame: int) -> None:
         offset = page << self.page_shift
         wanted = int(self.page_ends[page])
-        view = memoryview(self.memory)[slot * self.page_size:(slot + 1) * self.page_size]
+        view = memoryview(self.memory)[frame * self.page_size:(frame + 1) * self.page_size]
         done = 0
         try:
             while done < self.page_size:
@@ -191,8 +191,8 @@ class ProcessCacheContext(MemoryContext):
 
     Attributes
     ----------
-    num_slots : int
-        Pages held in memory at most (memory = num_slots x page size).
+    num_frames : int
+        Pages held in memory at most (memory = num_frames x page size).
     schedule : EpochSchedule
         Pages per batch and their first and last use.
     """
@@ -200,7 +200,7 @@ class ProcessCacheContext(MemoryContext):
     def __init__(self, cache: _PageCache, sorted_ptrs: np.ndarray, sorted_sizes: np.ndarray):
         self._cache = cache
         self.schedule = cache.schedule
-        self.num_slots = cache.schedule.num_slots
+        self.num_frames = cache.schedule.num_frames
         self._state = (cache.memory, cache.page_table, np.int64(cache.page_shift), sorted_ptrs, sorted_sizes)
 
     @property
@@ -246,18 +246,18 @@ class ProcessCacheContext(MemoryContext):
                 seen = cache.progress
                 cache.cond.wait(_WAIT_S)
                 # Nothing being read and no batch in progress: only a batch that never starts could
-                # free a slot. Give up after a few quiet waits rather than hang.
+                # free a frame. Give up after a few quiet waits rather than hang.
                 quiet = cache.progress == seen and cache.reading == 0 and cache.active == 0
                 stalled = stalled + 1 if quiet else 0
                 if stalled >= _STALL_WAITS:
                     raise RuntimeError(
-                        f'{cache.file_name}: batch {batch} cannot get memory: all {self.num_slots} page slots '
+                        f'{cache.file_name}: batch {batch} cannot get memory: all {self.num_frames} page frames '
                         'are held by pages of batches that have not started, and no batch in progress can '
                         'free one. An epoch resumed at batch k must be scheduled with '
                         'schedule_epoch(batches, first_batch=k)')
 
     def end_batch(self, batch: int) -> None:
-        """Batch `batch` no longer reads its pages; slots whose every batch ended are reused."""
+        """Batch `batch` no longer reads its pages; frames whose every batch ended are reused."""
         cache = self._cache
         pages = self._pages(batch)
         with cache.cond:
@@ -279,7 +279,7 @@ class ProcessCacheContext(MemoryContext):
         return self.schedule.pages_of(batch)
 
     def close(self) -> None:
-        """Stop the readers, close the file and drop the slots (idempotent; waiting workers wake up)."""
+        """Stop the readers, close the file and drop the frames (idempotent; waiting workers wake up)."""
         self._cache.close()
         self._state = None
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..base import MemoryManager, check_unchanged, open_unchanged
 from .context import ProcessCacheContext, _PageCache
-from .schedule import EpochSchedule, build_schedule, page_data_ends, sample_page_index
+from .schedule import EpochSchedule, build_schedule, page_data_ends
 
 
 def physical_memory() -> int:
@@ -21,13 +21,13 @@ def physical_memory() -> int:
 
 
 class ProcessCacheManager(MemoryManager):
-    """Reads whole pages with ``pread`` into per-epoch slots, just before the batches that need them.
+    """Reads whole pages with ``pread`` into per-epoch frames, just before the batches that need them.
 
     Used by ``Loader(os_cache=False)``: for datasets larger than RAM, on network file systems, or
     wherever the OS page cache should not hold the data. Each epoch, the pages every batch needs are
     computed from the allocation table (each sample's data lies in one page); a page is read once,
-    ``prefetch`` batches before its first use, and its slot is reused after the last batch needing it
-    ends. Memory is ``num_slots x page_size``, where ``num_slots`` is the peak number of pages in use:
+    ``prefetch`` batches before its first use, and its frame is reused after the last batch needing it
+    ends. Memory is ``num_frames x page_size``, where ``num_frames`` is the peak number of pages in use:
     small with SEQUENTIAL or QUASI_RANDOM order, close to the whole dataset with RANDOM order on a file
     much larger than a batch.
 
@@ -38,11 +38,11 @@ class ProcessCacheManager(MemoryManager):
         Pages are read this many batches before their first use.
     lookahead : int
         Batches that may still run behind the newest started one (the loader's in-flight window);
-        only used to size the slots so that prefetching never waits for memory.
+        only used to size the frames so that prefetching never waits for memory.
     num_readers : int
         Reader threads per epoch.
     memory_limit : int, optional
-        Refuse (MemoryError) an epoch whose slots would exceed this many bytes; default: the RAM of
+        Refuse (MemoryError) an epoch whose frames would exceed this many bytes; default: the RAM of
         the machine.
     """
 
@@ -56,8 +56,7 @@ class ProcessCacheManager(MemoryManager):
         self.lookahead = int(lookahead)
         self.num_readers = int(num_readers)
         self.memory_limit = memory_limit
-        self._offsets, self._pages, self.num_pages = sample_page_index(reader.alloc_table, self.page_shift,
-                                                                       reader.num_samples)
+        self._offsets, self._pages, self.num_pages = reader.sample_pages()
         self._page_ends = page_data_ends(reader.alloc_table, self.page_shift, self.num_pages)
         # Opened once: every epoch reads the file the Reader parsed, even after the path is replaced.
         self._fd = open_unchanged(reader)
@@ -72,26 +71,26 @@ class ProcessCacheManager(MemoryManager):
                        lookahead: Optional[int] = None) -> ProcessCacheContext:
         """Context for an epoch visiting `batches`, from batch `first_batch` on (a resumed epoch: the
         batches before it are never started and need no memory); `lookahead` overrides the in-flight
-        window the slots are sized for."""
+        window the frames are sized for."""
         if not 0 <= first_batch <= len(batches):
             raise IndexError(f'first_batch {first_batch} out of range: this epoch has {len(batches)} batches')
         check_unchanged(self.reader, os.fstat(self._fd))  # not modified in place since
         skipped = [np.zeros(0, np.int64)] * first_batch
         schedule = self.schedule(skipped + list(batches[first_batch:]), lookahead)
-        needed = schedule.num_slots * self.page_size
+        needed = schedule.num_frames * self.page_size
         limit = self.memory_limit if self.memory_limit is not None else physical_memory()
         hint = ('the process cache (os_cache=False) keeps each page from its first to its last use in '
                 'the epoch; with RANDOM order that is most of the file. Use order=OrderOption.QUASI_RANDOM '
                 '(a bounded window of pages) or os_cache=True')
         if limit and needed > limit:
-            raise MemoryError(f'{self.reader.file_name}: this epoch needs {schedule.num_slots} pages of '
+            raise MemoryError(f'{self.reader.file_name}: this epoch needs {schedule.num_frames} pages of '
                               f'{self.page_size >> 20} MiB in memory ({needed / 2**30:.2f} GiB), more than '
                               f'the limit of {limit / 2**30:.2f} GiB: {hint}')
         try:
             memory = np.empty(needed, np.uint8)
         except MemoryError:
             raise MemoryError(f'{self.reader.file_name}: cannot allocate {needed / 2**30:.2f} GiB for '
-                              f'{schedule.num_slots} pages: {hint}') from None
+                              f'{schedule.num_frames} pages: {hint}') from None
         cache = _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule,
                            self._page_ends, memory, self.prefetch, self.num_readers, lambda: os.dup(self._fd))
         cache.ended[:first_batch] = True

@@ -1,37 +1,18 @@
 """The page schedule of one epoch: which file pages each batch needs, when each may be read, and how
-many page-sized slots the epoch needs so that reads never wait for memory.
+many page-sized frames the epoch needs so that reads never wait for memory.
 
 Time is counted in batches. A page first needed by batch ``f`` and last needed by batch ``l`` may be
-read as soon as batch ``f - prefetch`` starts, and its slot is reused once every batch that needs it
+read as soon as batch ``f - prefetch`` starts, and its frame is reused once every batch that needs it
 has ended. While batch ``t`` is the newest one started, batches down to ``t - lookahead`` may still be
-running, so the page occupies its slot over the batch interval ``[f - prefetch, l + lookahead]``; the
-slot count is the largest number of such intervals that overlap.
+running, so the page occupies its frame over the batch interval ``[f - prefetch, l + lookahead]``; the
+frame count is the largest number of such intervals that overlap.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
-
-
-def sample_page_index(alloc_table: np.ndarray, page_shift: int,
-                      num_samples: int) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Map each sample to the file pages holding its (non-empty) heap data.
-
-    Returns ``(offsets, pages, num_pages)``: the pages of sample ``s`` are
-    ``pages[offsets[s]:offsets[s + 1]]`` (sorted, normally exactly one), and ``num_pages`` is one past
-    the largest page number any allocation points into (the size of a page table).
-    Zero-size allocations need no data, so they need no page either.
-    """
-    samples = alloc_table['sample_id'].astype(np.int64)
-    pages = (alloc_table['ptr'] >> np.uint64(page_shift)).astype(np.int64)
-    num_pages = int(pages.max()) + 1 if pages.size else 0
-    keep = alloc_table['size'] > 0
-    keys = np.unique(samples[keep] * max(num_pages, 1) + pages[keep])
-    key_samples, key_pages = np.divmod(keys, max(num_pages, 1))
-    offsets = np.searchsorted(key_samples, np.arange(num_samples + 1))
-    return offsets, key_pages, num_pages
 
 
 def page_data_ends(alloc_table: np.ndarray, page_shift: int, num_pages: int) -> np.ndarray:
@@ -54,7 +35,7 @@ class EpochSchedule:
     last_use: np.ndarray       # last batch needing each page (-1: not needed)
     uses: np.ndarray           # number of batches needing each page
     load_order: np.ndarray     # needed pages by first use, then by position in the file
-    num_slots: int             # peak number of resident pages
+    num_frames: int            # peak number of resident pages
 
     def pages_of(self, batch: int) -> np.ndarray:
         return self.batch_pages[self.batch_offsets[batch]:self.batch_offsets[batch + 1]]
@@ -88,10 +69,10 @@ def build_schedule(batches: Sequence[np.ndarray], offsets: np.ndarray, pages: np
     uses = np.bincount(pair_page, minlength=num_pages).astype(np.int64)
     load_order = needed[np.lexsort((needed, first_use[needed]))]
 
-    num_slots = 0
+    num_frames = 0
     if needed.size:
         occupied = np.zeros(num_batches + 1, np.int64)
         np.add.at(occupied, np.maximum(first_use[needed] - prefetch, 0), 1)
         np.add.at(occupied, np.minimum(last_use[needed] + lookahead, num_batches - 1) + 1, -1)
-        num_slots = int(np.cumsum(occupied).max())
-    return EpochSchedule(batch_offsets, pair_page, first_use, last_use, uses, load_order, num_slots)
+        num_frames = int(np.cumsum(occupied).max())
+    return EpochSchedule(batch_offsets, pair_page, first_use, last_use, uses, load_order, num_frames)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -111,8 +110,3 @@ def config_dict(config: Config) -> dict:
         section[path[-1]] = config[path]
     return out
 
-
-def save_config(config: Config, path) -> None:
-    """Write the resolved configuration as YAML (loadable again with ``--config-file``)."""
-    Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(config_dict(config), default=str)),
-                                         sort_keys=False))

@@ -9,14 +9,14 @@ llvmlite (numba's own compiler, no C compiler needed):
     status = protected_call(body, params, cinfo)     # _setjmp, then body(params, cinfo)
     error_exit(cinfo) / emit_message(cinfo, -1)      # longjmp back: status 1 (error) / 2 (warning)
 
-`body` is a numba `cfunc` making the libjpeg calls (`ffcv._jpeg_region_calls`); it holds no Python
+`body` is a numba `cfunc` making the libjpeg calls (`ffcv.imaging.jpeg_window_calls`); it holds no Python
 objects and allocates nothing, so jumping out of it leaks nothing. Corrupt data (libjpeg's warnings
-included, as simplejpeg's strict mode does) becomes `codec.JPEGDecodeError`. Everything is checked once,
+included, as simplejpeg's strict mode does) becomes `jpeg.JPEGDecodeError`. Everything is checked once,
 at first use, on a generated JPEG (struct layout, pixels identical to simplejpeg's); if anything is off,
 or the platform is not Linux x86-64 / aarch64, or `FFCV_REGION_DECODE=0`, `available()` is False and
 callers decode whole images.
 
-Decoding settings as `codec.decode_jpeg`'s defaults: RGB, fast integer IDCT, smooth chroma upsampling,
+Decoding settings as `jpeg.decode_jpeg`'s defaults: RGB, fast integer IDCT, smooth chroma upsampling,
 optional DCT-domain scaling by M/8.
 """
 from __future__ import annotations
@@ -31,26 +31,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import codec
-
-# libjpeg 6.2 ABI (LP64): offsets in jpeg_decompress_struct and jpeg_error_mgr
-_CLIENT_DATA = 24
-_IMAGE_WIDTH, _IMAGE_HEIGHT, _NUM_COMPONENTS = 48, 52, 56
-_OUT_COLOR_SPACE, _SCALE_NUM, _SCALE_DENOM = 64, 68, 72
-_DCT_METHOD, _FANCY_UPSAMPLING = 96, 100
-_OUTPUT_WIDTH, _OUTPUT_HEIGHT, _OUTPUT_COMPONENTS = 136, 140, 148
-_ERROR_EXIT, _EMIT_MESSAGE, _FORMAT_MESSAGE, _MSG_PARM = 0, 8, 24, 44
-_JCS_RGB, _JDCT_IFAST, _JPEG_LIB_VERSION = 2, 1, 62
-_MAX_ROWS_PER_READ = 16
-_CALLED = ('jpeg_CreateDecompress', 'jpeg_mem_src', 'jpeg_read_header', 'jpeg_start_decompress', 'jpeg_crop_scanline',
-           'jpeg_skip_scanlines', 'jpeg_read_scanlines', 'jpeg_finish_decompress', 'jpeg_abort_decompress')
-
-# params (int64) shared by Python and the compiled body
-(P_CINFO, P_DATA, P_SIZE, P_SCALE, P_TOP, P_LEFT, P_HEIGHT, P_WIDTH, P_OUT, P_CAPACITY, P_EXPECT_H, P_EXPECT_W,
- P_STATUS, P_X, P_CROP_W, P_XOFFSET, P_XWIDTH, P_ROWS, P_STRUCT_SIZE, P_FOUND_H, P_FOUND_W, P_ROW_POINTERS) = range(22)
-_PARAMS = P_ROW_POINTERS + _MAX_ROWS_PER_READ
-# P_STATUS values set by the body
-OK, SIZE_MISMATCH, OUT_OF_BOUNDS, TOO_SMALL, STALLED, NOT_RGB = 0, 1, 2, 3, 4, 5
+from . import jpeg
+from .libjpeg import (CALLED, EMIT_MESSAGE, ERROR_EXIT, FORMAT_MESSAGE, MSG_PARM, NOT_RGB, OK, OUT_OF_BOUNDS, PARAMS,
+                      P_CINFO, P_CROP_W, P_DATA, P_FOUND_H, P_FOUND_W, P_STATUS, P_STRUCT_SIZE, P_X, SIZE_MISMATCH,
+                      STALLED, TOO_SMALL)
 
 _IR = r'''
 declare i32 @_setjmp(ptr) returns_twice
@@ -123,9 +107,9 @@ class _Library:
         # the compiled bodies call libjpeg by these names (numba caches them on disk, unlike calls
         # through ctypes objects, whose addresses change with every process)
         import llvmlite.binding as llvm
-        for name in _CALLED:
+        for name in CALLED:
             llvm.add_symbol(f'ffcv_{name}', ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
-        from . import _jpeg_region_calls as calls
+        from . import jpeg_window_calls as calls
         self.create_body, self.decode_body = calls.create_body, calls.decode_body
         self.struct_size = _probe_struct_size(self)
 
@@ -157,7 +141,7 @@ def _probe_struct_size(library: _Library) -> int:
     state.params[P_CINFO] = state.cinfo.ctypes.data
     state.params[P_STRUCT_SIZE] = 0
     status = state.call(library.create_body)
-    library_size = int(state.err.view(np.int32)[_MSG_PARM // 4])
+    library_size = int(state.err.view(np.int32)[MSG_PARM // 4])
     if status != 1 or not 400 <= library_size <= state.cinfo.nbytes:
         raise RuntimeError(f'unexpected libjpeg struct size probe (status {status}, size {library_size})')
     return library_size
@@ -170,12 +154,12 @@ class _ThreadState:
         self.library = library
         self.cinfo = np.zeros(1024, np.uint8)   # jpeg_decompress_struct (632 bytes for libjpeg-turbo 6.2)
         self.err = np.zeros(512, np.uint8)      # jpeg_error_mgr
-        self.params = np.zeros(_PARAMS, np.int64)
+        self.params = np.zeros(PARAMS, np.int64)
         self.message = ctypes.create_string_buffer(256)
         library.std_error(self.err.ctypes.data)
         pointers = self.err.view(np.uint64)
-        pointers[_ERROR_EXIT // 8] = library.error_exit
-        pointers[_EMIT_MESSAGE // 8] = library.emit_message
+        pointers[ERROR_EXIT // 8] = library.error_exit
+        pointers[EMIT_MESSAGE // 8] = library.emit_message
         self.cinfo.view(np.uint64)[0] = self.err.ctypes.data
         self._decode_call = library.protected_call
         self._decode_args = (library.decode_body.address, self.params.ctypes.data, self.cinfo.ctypes.data)
@@ -195,7 +179,7 @@ class _ThreadState:
         return self._decode_call(*self._decode_args)
 
     def error_text(self) -> str:
-        address = int(self.err.view(np.uint64)[_FORMAT_MESSAGE // 8])
+        address = int(self.err.view(np.uint64)[FORMAT_MESSAGE // 8])
         format_message = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)(address)
         format_message(self.cinfo.ctypes.data, self.message)
         return self.message.value.decode('ascii', 'replace')
@@ -241,10 +225,10 @@ def decode_window(data: np.ndarray, height: int, width: int, window: Tuple[int, 
     if jumped:
         text = state.error_text()
         state.library.abort(state.cinfo.ctypes.data)
-        raise codec.JPEGDecodeError(f'JPEG decode failed: {text}')
+        raise jpeg.JPEGDecodeError(f'JPEG decode failed: {text}')
     status = int(params[P_STATUS])
     if status != OK:
-        raise codec.JPEGDecodeError(_STATUS_TEXT.get(status, f'JPEG decode failed (status {status})').format(
+        raise jpeg.JPEGDecodeError(_STATUS_TEXT.get(status, f'JPEG decode failed (status {status})').format(
             h=height, w=width, found_h=int(params[P_FOUND_H]), found_w=int(params[P_FOUND_W])))
     stride = int(params[P_CROP_W]) * 3
     x = int(params[P_X])
@@ -263,7 +247,7 @@ _STATUS_TEXT = {
 
 def available() -> bool:
     """Whether window decoding works here (loaded and self-tested once)."""
-    global _library, _unavailable_reason
+    global _unavailable_reason
     if _library is not None:
         return True
     if _unavailable_reason is not None:
@@ -301,10 +285,10 @@ def _self_test() -> None:
     y, x = np.mgrid[0:75, 0:101]
     image = np.stack([(y * 3 + x) % 256, (x * 2) % 256, (y * 5 + x * x // 7) % 256], -1)
     image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
-    data = np.frombuffer(codec.encode_jpeg(image, 90), np.uint8)
+    data = np.frombuffer(jpeg.encode_jpeg(image, 90), np.uint8)
     out = np.empty(75 * 112 * 3, np.uint8)
     for scale, window in ((8, (0, 0, 75, 101)), (8, (9, 21, 40, 50)), (4, (3, 5, 30, 40)), (2, (0, 0, 19, 26))):
-        full = codec.decode_jpeg(data, min_height=scaled_side(75, scale), min_width=scaled_side(101, scale))
+        full = jpeg.decode_jpeg(data, min_height=scaled_side(75, scale), min_width=scaled_side(101, scale))
         top, left, h, w = window
         got = decode_window(data, 75, 101, window, scale, out)
         if full.shape[:2] != (scaled_side(75, scale), scaled_side(101, scale)) or not np.array_equal(
@@ -312,7 +296,7 @@ def _self_test() -> None:
             raise RuntimeError(f'window {window} at scale {scale}/8 differs from the full decode')
     try:
         decode_window(data[:len(data) // 2], 75, 101, (0, 0, 75, 101), 8, out)
-    except codec.JPEGDecodeError:
+    except jpeg.JPEGDecodeError:
         pass
     else:
         raise RuntimeError('a truncated JPEG was not reported')

@@ -1,4 +1,4 @@
-"""Small indexed datasets for writing `.beton` files (used by ``ffcv convert`` and the recipes).
+"""Image folders and in-memory arrays as indexed datasets (used by ``ffcv convert`` and the dataset writers).
 
 Each returns ``(image, label)`` tuples, the shape `DatasetWriter` expects for the fields
 ``{'image': RGBImageField(...), 'label': IntField()}``.

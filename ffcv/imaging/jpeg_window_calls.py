@@ -1,19 +1,19 @@
-"""The compiled bodies of `ffcv._jpeg_region`: libjpeg calls made from numba `cfunc`s.
+"""The compiled bodies of `ffcv.imaging.jpeg_window`: libjpeg calls made from numba `cfunc`s.
 
-libjpeg is called by symbol names (`ffcv_jpeg_*`) that `ffcv._jpeg_region` registers with LLVM before
+libjpeg is called by symbol names (`ffcv_jpeg_*`) that `ffcv.imaging.jpeg_window` registers with LLVM before
 importing this module, so numba can cache the compiled code on disk and reload it in a new process.
 These bodies run under the setjmp trampoline: they hold no Python objects and allocate nothing.
 """
 import numba
 from numba import types
 
-from ._jpeg_region import (_DCT_METHOD, _FANCY_UPSAMPLING, _IMAGE_HEIGHT, _IMAGE_WIDTH, _JCS_RGB, _JDCT_IFAST,
-                           _JPEG_LIB_VERSION, _MAX_ROWS_PER_READ, _OUT_COLOR_SPACE, _OUTPUT_COMPONENTS,
-                           _OUTPUT_HEIGHT, _OUTPUT_WIDTH, _PARAMS, _SCALE_DENOM, _SCALE_NUM, NOT_RGB, OK,
-                           OUT_OF_BOUNDS, P_CAPACITY, P_CINFO, P_CROP_W, P_DATA, P_EXPECT_H, P_EXPECT_W,
-                           P_FOUND_H, P_FOUND_W, P_HEIGHT, P_LEFT, P_OUT, P_ROW_POINTERS, P_ROWS, P_SCALE,
-                           P_SIZE, P_STATUS, P_STRUCT_SIZE, P_TOP, P_WIDTH, P_X, P_XOFFSET, P_XWIDTH,
-                           SIZE_MISMATCH, STALLED, TOO_SMALL)
+from .libjpeg import (DCT_METHOD, FANCY_UPSAMPLING, IMAGE_HEIGHT, IMAGE_WIDTH, JCS_RGB, JDCT_IFAST,
+                      JPEG_LIB_VERSION, MAX_ROWS_PER_READ, OUT_COLOR_SPACE, OUTPUT_COMPONENTS,
+                      OUTPUT_HEIGHT, OUTPUT_WIDTH, PARAMS, SCALE_DENOM, SCALE_NUM, NOT_RGB, OK,
+                      OUT_OF_BOUNDS, P_CAPACITY, P_CINFO, P_CROP_W, P_DATA, P_EXPECT_H, P_EXPECT_W,
+                      P_FOUND_H, P_FOUND_W, P_HEIGHT, P_LEFT, P_OUT, P_ROW_POINTERS, P_ROWS, P_SCALE,
+                      P_SIZE, P_STATUS, P_STRUCT_SIZE, P_TOP, P_WIDTH, P_X, P_XOFFSET, P_XWIDTH,
+                      SIZE_MISMATCH, STALLED, TOO_SMALL)
 
 _u64, _u32, _i32 = types.uint64, types.uint32, types.int32
 create = types.ExternalFunction('ffcv_jpeg_CreateDecompress', types.void(_u64, _i32, _u64))
@@ -36,33 +36,33 @@ def params_pointer_address(params, index):
 
 @numba.cfunc(_BODY_SIGNATURE, nopython=True, cache=True)
 def create_body(params_pointer, cinfo_pointer):
-    params = numba.carray(params_pointer, _PARAMS)
-    create(params[P_CINFO], _JPEG_LIB_VERSION, params[P_STRUCT_SIZE])
+    params = numba.carray(params_pointer, PARAMS)
+    create(params[P_CINFO], JPEG_LIB_VERSION, params[P_STRUCT_SIZE])
 
 
 @numba.cfunc(_BODY_SIGNATURE, nopython=True, cache=True)
 def decode_body(params_pointer, cinfo_pointer):
     """Decode rows [top, top + height) and (at least) columns [left, left + width) of the image scaled
     by scale/8, into out (rows of P_CROP_W * 3 bytes starting at column P_X)."""
-    params = numba.carray(params_pointer, _PARAMS)
+    params = numba.carray(params_pointer, PARAMS)
     fields = numba.carray(cinfo_pointer, 160)
     cinfo = params[P_CINFO]
     mem_src(cinfo, params[P_DATA], params[P_SIZE])
     read_header(cinfo, 1)
-    params[P_FOUND_H], params[P_FOUND_W] = fields[_IMAGE_HEIGHT // 4], fields[_IMAGE_WIDTH // 4]
+    params[P_FOUND_H], params[P_FOUND_W] = fields[IMAGE_HEIGHT // 4], fields[IMAGE_WIDTH // 4]
     if params[P_FOUND_H] != params[P_EXPECT_H] or params[P_FOUND_W] != params[P_EXPECT_W]:
         params[P_STATUS] = SIZE_MISMATCH
         abort(cinfo)
         return
-    fields[_OUT_COLOR_SPACE // 4] = _JCS_RGB
-    fields[_SCALE_NUM // 4] = params[P_SCALE]
-    fields[_SCALE_DENOM // 4] = 8
-    fields[_DCT_METHOD // 4] = _JDCT_IFAST
-    fields[_FANCY_UPSAMPLING // 4] = 1
+    fields[OUT_COLOR_SPACE // 4] = JCS_RGB
+    fields[SCALE_NUM // 4] = params[P_SCALE]
+    fields[SCALE_DENOM // 4] = 8
+    fields[DCT_METHOD // 4] = JDCT_IFAST
+    fields[FANCY_UPSAMPLING // 4] = 1
     start(cinfo)
-    out_h, out_w = fields[_OUTPUT_HEIGHT // 4], fields[_OUTPUT_WIDTH // 4]
+    out_h, out_w = fields[OUTPUT_HEIGHT // 4], fields[OUTPUT_WIDTH // 4]
     top, left, height, width = params[P_TOP], params[P_LEFT], params[P_HEIGHT], params[P_WIDTH]
-    if fields[_OUTPUT_COMPONENTS // 4] != 3:
+    if fields[OUTPUT_COMPONENTS // 4] != 3:
         params[P_STATUS] = NOT_RGB
     elif top < 0 or left < 0 or height < 1 or width < 1 or top + height > out_h or left + width > out_w:
         params[P_STATUS] = OUT_OF_BOUNDS
@@ -85,7 +85,7 @@ def decode_body(params_pointer, cinfo_pointer):
                 skip(cinfo, top)  # whole iMCU rows are entropy-decoded only (corruption still seen)
             done = 0
             while done < height:
-                count = min(height - done, _MAX_ROWS_PER_READ)
+                count = min(height - done, MAX_ROWS_PER_READ)
                 for k in range(count):
                     params[P_ROW_POINTERS + k] = params[P_OUT] + (done + k) * stride
                 got = read(cinfo, params_pointer_address(params, P_ROW_POINTERS), count)

@@ -28,11 +28,11 @@ import numba
 import numpy as np
 import torch
 
-from . import codec
-from .fields._decoding import NO_SIZES, copy_blobs
-from .fields.rgb_image import IMAGE_MODES, RGBImageField
-from .memory_managers.base import locate_blobs
-from .pipeline.compiler import run_kernel
+from ..imaging import jpeg
+from ..fields._decoding import NO_SIZES, copy_blobs
+from ..fields.rgb_image import IMAGE_MODES, RGBImageField
+from ..pipeline.storage import locate_blobs
+from ..pipeline.compiler import run_kernel
 
 PIPELINES = ('auto', 'train', 'val', 'simple')
 DEFAULT_RES = {'train': 160, 'val': 224}
@@ -64,16 +64,11 @@ class StageTimer:
                 total[0] += seconds
                 total[1] += images
 
-    def wrap(self, stage: str, function):
-        """`function` timed as `stage` (its first argument is the batch, or the indices for a decoder)."""
-        def timed(*args):
-            start = time.perf_counter()
-            result = function(*args)
-            if isinstance(result, torch.Tensor) and result.is_cuda:
-                torch.cuda.current_stream().synchronize()  # count the copy, not its launch
-            self.add(stage, time.perf_counter() - start, len(args[0]))
-            return result
-        return timed
+    def on_step(self, pipeline, step, started: float, result, count: int) -> None:
+        """The engine's per-step hook (`OutputPipeline.on_step`): time the step as 'pipeline/position'."""
+        if isinstance(result, torch.Tensor) and result.is_cuda:
+            torch.cuda.current_stream().synchronize()  # count the copy, not its launch
+        self.add(f'{pipeline.name}/{step.position}', time.perf_counter() - started, count)
 
 
 def _stage(name: str, seconds: float, images: int, num_workers: int, in_pipeline: bool) -> dict:
@@ -84,9 +79,9 @@ def _stage(name: str, seconds: float, images: int, num_workers: int, in_pipeline
 
 
 def _image_pipeline(kind: str, res: Optional[int], device: Optional[str]) -> list:
-    from .fields.decoders import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
+    from ..fields.decoders import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
                                   SimpleRGBImageDecoder)
-    from .transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
+    from ..transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
     if kind == 'train':
         size = res or DEFAULT_RES['train']
         ops = [RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip()]
@@ -102,7 +97,7 @@ def _image_pipeline(kind: str, res: Optional[int], device: Optional[str]) -> lis
 
 
 def _stage_name(op, position: int) -> str:
-    from .transforms import ToDevice
+    from ..transforms import ToDevice
     name = type(op).__name__
     if position == 0:
         return f'decode + crop/resize ({name})' if 'Crop' in name else f'decode ({name})'
@@ -136,20 +131,20 @@ def _standalone_stages(column, state, batches, num_workers: int) -> List[dict]:
         run_kernel(touch_bytes, memory, starts, sizes)
 
     def decode(indices):
-        jpeg = indices[column['mode'][indices] == JPG]
+        jpegs = indices[column['mode'][indices] == JPG]
         raw = indices[column['mode'][indices] != JPG]
         if raw.size:  # one compiled copy, as the decoders do
             raw_buffer = getattr(scratch, 'raw', None)
             if raw_buffer is None or raw_buffer.shape[0] < raw.size:
                 raw_buffer = scratch.raw = np.empty((len(indices), max_bytes), np.uint8)
             run_kernel(copy_blobs, raw, column['data_ptr'], NO_SIZES, state, raw_buffer, False)
-        if jpeg.size:
+        if jpegs.size:
             buffer = getattr(scratch, 'buffer', None)
             if buffer is None:
                 buffer = scratch.buffer = np.empty(max_bytes, np.uint8)
-            starts, sizes = locate_blobs(column['data_ptr'][jpeg], state)
-            for k in range(jpeg.size):
-                codec.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=buffer)
+            starts, sizes = locate_blobs(column['data_ptr'][jpegs], state)
+            for k in range(jpegs.size):
+                jpeg.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=buffer)
 
     jpeg_share = float((column['mode'] == JPG).mean()) if column.size else 0.0
     decode_name = 'decode (JPEG, full size)' if jpeg_share == 1 else (
@@ -201,9 +196,9 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
         'pipeline', 'stages': [...]}], 'loader': {...}, 'bottleneck': {...}}``; each stage has 'stage',
         'images_per_s', 'us_per_image' (thread-time), 'images' and 'in_pipeline'.
     """
-    from .loader import Loader, OrderOption
-    from .reader import Reader
-    from .utils import available_cpus
+    from ..loader import Loader, OrderOption
+    from ..reader import Reader
+    from ..utils import available_cpus
     num_workers = available_cpus() if num_workers < 1 else int(num_workers)
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else None
@@ -211,7 +206,7 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
         raise ValueError(f'pipeline must be one of {PIPELINES}, got {pipeline!r}')
     reader = Reader(path, custom_handlers=custom_fields)
     image_fields = [name for name, handler in reader.handlers.items() if isinstance(handler, RGBImageField)]
-    kinds = {name: _choose_pipeline(pipeline, reader.metadata[f'f{reader.field_names.index(name)}'])
+    kinds = {name: _choose_pipeline(pipeline, reader.column(name))
              for name in image_fields}
     pipelines = {name: _image_pipeline(kinds[name], res, device) for name in image_fields}
     order = OrderOption.RANDOM if 'train' in kinds.values() else OrderOption.SEQUENTIAL
@@ -225,12 +220,11 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
     report_fields = []
     for output in loader.pipelines:
         if output.name in pipelines:
-            column = reader.metadata[f'f{output.field_index}']
+            column = reader.column(output.field_index)
             stages = _standalone_stages(column, state, sampled, num_workers)
             report_fields.append({'name': output.name, 'pipeline': kinds[output.name], 'stages': stages,
                                   'ops': []})
-        for step in output.steps:
-            step.function = timer.wrap(f'{output.name}/{step.position}', step.function)
+        output.on_step = timer.on_step
 
     end_to_end = _run_loader(loader, batches, timer)
     for entry in report_fields:

@@ -25,11 +25,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .fields import BytesField, FloatField, IntField, RGBImageField
-from .fields.base import Field
-from .fields.rgb_image import IMAGE_MODES, WRITE_MODES
-from .reader import CorruptFileError, Reader
-from .types import (DEFAULT_PAGE_SIZE, FieldDescType, HeaderType, align_to_page,
+from ..fields import BytesField, FloatField, IntField, RGBImageField
+from ..fields.base import Field
+from ..fields.rgb_image import IMAGE_MODES, WRITE_MODES
+from ..reader import CorruptFileError, Reader
+from ..types import (DEFAULT_PAGE_SIZE, FieldDescType, HeaderType, align_to_page, column_name,
                     type_id_to_handler)
 
 __all__ = ['main', 'build_parser', 'inspect_file', 'CommandError']
@@ -160,7 +160,7 @@ def inspect_file(reader: Reader) -> dict:
     for index, (name, handler) in enumerate(reader.handlers.items()):
         fields.append({'name': name, 'type_id': int(reader.field_descriptors[index]['type_id']),
                        'class': _field_class_name(reader, index), 'description': handler.describe(),
-                       'stats': _field_stats(reader, handler, reader.metadata[f'f{index}'])})
+                       'stats': _field_stats(reader, handler, reader.column(index))})
     return {
         'file': reader.file_name, 'num_samples': reader.num_samples, 'page_size': reader.page_size,
         'file_size': reader.file_size,
@@ -255,7 +255,7 @@ def _add_verify(subparsers) -> None:
 def _run_verify(args) -> int:
     reader = _open_reader(args.file, args.custom_field)
     handlers = list(reader.handlers.items())
-    columns = [f'f{i}' for i in range(len(handlers))]
+    columns = [column_name(i) for i in range(len(handlers))]
     skipped: Dict[str, str] = {}  # field name -> why it cannot be decoded
     for name, handler in handlers:
         if type(handler).read_value is Field.read_value:
@@ -330,7 +330,7 @@ def _add_convert(subparsers) -> None:
 
 def _open_source(args):
     """The dataset of (image, label) samples that `args.src` names."""
-    from .datasets import ArrayDataset, ImageFolderDataset
+    from ..datasets import ArrayDataset, ImageFolderDataset
     src = args.src
     if not os.path.exists(src):
         raise CommandError(f'{src}: no such file or folder')
@@ -357,7 +357,7 @@ def _open_source(args):
 
 
 def _run_convert(args) -> int:
-    from .writer import DatasetWriteError, DatasetWriter
+    from ..writer import DatasetWriteError, DatasetWriter
     dataset = _open_source(args)
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
@@ -387,7 +387,7 @@ def _run_convert(args) -> int:
 # --- bench ---------------------------------------------------------------------------------------
 
 def _add_bench(subparsers) -> None:
-    from .benchmark import PIPELINES
+    from .bench import PIPELINES
     parser = subparsers.add_parser('bench', help='images/s of each loading stage; names the bottleneck',
                                    description='Measure reading, decoding, each pipeline step and the host-to-'
                                                'device copy of every image field, then the loader end to end.')
@@ -406,7 +406,7 @@ def _add_bench(subparsers) -> None:
 
 
 def _run_bench(args) -> int:
-    from .benchmark import bench_file, format_report
+    from .bench import bench_file, format_report
     _open_reader(args.file, args.custom_field).close()  # unreadable files fail here, with the usual message
     if args.batch_size < 1 or args.batches < 1:
         raise CommandError('--batch-size and --batches must be positive')
@@ -427,7 +427,7 @@ COMMANDS = [_add_inspect, _add_verify, _add_convert, _add_bench]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ffcv`` argument parser, one sub-parser per entry of `COMMANDS`."""
-    from . import __version__
+    from .. import __version__
     parser = argparse.ArgumentParser(prog='ffcv', description='Tools for .beton dataset files.')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)

@@ -75,8 +75,8 @@ def default_cache_dir() -> Path:
 def embedded_cifar(cache_dir: Optional[os.PathLike] = None, train_size: int = 5000, test_size: int = 1000,
                    seed: int = 0) -> Tuple[str, str]:
     """Paths of the embedded train/test `.beton` files, writing them first if they are not cached."""
-    from .fields import IntField, RGBImageField
-    from .writer import DatasetWriter
+    from ..fields import IntField, RGBImageField
+    from ..writer import DatasetWriter
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -1,0 +1,103 @@
+"""From the user's `pipelines` argument to the loader's `OutputPipeline`s.
+
+This is where the loader decides what a pipeline means: which field it reads, which decoder heads it
+(the field's default one, or the user's at the head of the list), that torch modules run wrapped in a
+`ModuleWrapper`, and that a field nobody mentioned is decoded with its default decoder + `ToTensor()`.
+The engine (`ffcv.pipeline`) then runs the resolved steps without knowing any particular operation.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import torch
+
+from ..fields import decoders
+from ..pipeline.graph import OutputPipeline, Step
+from ..pipeline.operation import Operation
+from ..pipeline.pipeline_spec import PipelineError, PipelineSpec
+from ..pipeline.seeding import op_key
+from ..reader import Reader
+from ..transforms.module import ModuleWrapper
+from ..transforms.ops import ToTensor
+
+
+def build_pipelines(pipelines: Mapping, reader: Reader, memory_read) -> List[OutputPipeline]:
+    """Resolve the user's `pipelines` mapping into OutputPipelines, in FFCV's output order (fields in file
+    order, then extra outputs), each declared once so that a misplaced step fails here."""
+    field_names = reader.field_names
+    specs: Dict[str, PipelineSpec] = {}
+    for name, value in pipelines.items():
+        if value is None:
+            if name not in reader.handlers:
+                raise PipelineError(_unknown_field(name, reader))
+            continue
+        if isinstance(value, PipelineSpec):
+            spec = value
+        elif isinstance(value, (list, tuple)):
+            spec = PipelineSpec(name, transforms=list(value))
+        else:
+            raise PipelineError(f"pipelines['{name}'] must be a list of operations, a PipelineSpec or None; "
+                                f'got {type(value).__name__}')
+        if spec.source not in reader.handlers:
+            raise PipelineError(_unknown_field(spec.source, reader))
+        specs[name] = spec
+    for name in field_names:  # fields not mentioned: default decoder + ToTensor
+        if name not in pipelines:
+            specs[name] = PipelineSpec(name)
+
+    ordered = [n for n in field_names if n in specs] + [n for n in specs if n not in field_names]
+    return [_output(name, specs[name], reader, memory_read) for name in ordered]
+
+
+def _output(name: str, spec: PipelineSpec, reader: Reader, memory_read) -> OutputPipeline:
+    handler = reader.handlers[spec.source]
+    decoder, transforms = resolve_spec(spec, handler.get_decoder_class(), name)
+    index = reader.field_names.index(spec.source)
+    output = OutputPipeline(name, spec.source, index)
+    for position, op in enumerate([decoder, *transforms]):
+        if not isinstance(op, Operation):
+            raise PipelineError(f"pipeline '{name}', step {position}: {op!r} is neither an Operation nor a "
+                                'torch.nn.Module')
+        op.accept_field(handler)
+        op.accept_globals(reader.column(index), memory_read)
+        output.steps.append(Step(op, position, op_key(name, position)))
+    output.declare()
+    return output
+
+
+def resolve_spec(spec: PipelineSpec, decoder_class, output_name: str) -> Tuple[Operation, List[Operation]]:
+    """(decoder, transforms) of `spec`: an instance of the field's decoder class at the head of the
+    transforms becomes the decoder, else the field's default decoder is used (a pipeline given as nothing
+    at all gets ``ToTensor()`` after it); torch modules are wrapped. `spec` is left as it is."""
+    decoder, transforms = spec.decoder, _wrap_modules(spec.transforms)
+    if decoder is None and transforms and isinstance(transforms[0], decoder_class):
+        decoder, transforms = transforms[0], transforms[1:]
+    if decoder is None:
+        if transforms and _looks_like_decoder(transforms[0]):
+            raise PipelineError(
+                f"pipeline '{output_name}' starts with {type(transforms[0]).__name__}, which cannot "
+                f"decode field '{spec.source}' (its decoders are {decoder_class.__name__} and subclasses)")
+        try:
+            decoder = decoder_class()
+        except TypeError as exc:
+            raise PipelineError(f"pipeline '{output_name}': the default decoder {decoder_class.__name__} needs "
+                                f'arguments ({exc}); put an instance at the head of the pipeline') from None
+        if spec.default_pipeline:
+            transforms = [ToTensor()]
+    return decoder, transforms
+
+
+def _wrap_modules(operations: Sequence) -> List[Operation]:
+    return [ModuleWrapper(op) if isinstance(op, torch.nn.Module) else op for op in operations]
+
+
+def _looks_like_decoder(op) -> bool:
+    return isinstance(op, tuple(getattr(decoders, name) for name in decoders.__all__))
+
+
+def _unknown_field(name: str, reader: Reader) -> str:
+    close = difflib.get_close_matches(name, reader.field_names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ''
+    return (f"pipelines names '{name}', which is not a field of {reader.file_name} "
+            f"(fields: {', '.join(reader.field_names)}){hint}")
