@@ -13,10 +13,10 @@ exactly where it stopped (mid-epoch included).
 """
 from __future__ import annotations
 
-import signal
 import sys
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,17 @@ import torchvision
 from fastargs import Config, Param, Section
 from torch import nn
 
-from ffcv.runs.config import Boolean, config_dict, parse_config
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
+from ffcv.runs.config import Boolean, Settings, config_dict, parse_config, settings_of
 from ffcv.runs.run_log import RunLogger, atomic_save
+from ffcv.runs.stop import StopOnSignal
 from ffcv.transforms import (Convert, Cutout, ModuleWrapper, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,
                              ToTensor, ToTorchImage)
 
 # --- Config ---
+# The defaults are the embedded run on a CPU (what a plain `python train_cifar.py` does); FFCV's published
+# recipe for CIFAR-10 on a GPU is examples/cifar/cifar.yaml (batch 512, 24 epochs, peak LR 0.5 at epoch 5).
 CONFIG = Config()
 Section('data', 'datasets', config_descriptor=CONFIG).params(
     train_dataset=Param(str, 'train .beton (empty: build the embedded dataset)', default=''),
@@ -41,10 +44,10 @@ Section('data', 'datasets', config_descriptor=CONFIG).params(
     embedded_train_size=Param(int, 'samples of the embedded train split', default=5000),
     embedded_test_size=Param(int, 'samples of the embedded test split', default=1000))
 Section('training', 'optimisation', config_descriptor=CONFIG).params(
-    batch_size=Param(int, 'samples per step', default=512),
-    epochs=Param(int, 'passes over the train set', default=24),
-    lr=Param(float, 'peak learning rate', default=0.5),
-    lr_peak_epoch=Param(float, 'epoch at which the triangular schedule peaks', default=5),
+    batch_size=Param(int, 'samples per step', default=128),
+    epochs=Param(int, 'passes over the train set', default=5),
+    lr=Param(float, 'peak learning rate', default=0.2),
+    lr_peak_epoch=Param(float, 'epoch at which the triangular schedule peaks', default=1.5),
     momentum=Param(float, 'SGD momentum', default=0.9),
     weight_decay=Param(float, 'L2 weight decay (all parameters)', default=5e-4),
     label_smoothing=Param(float, 'cross-entropy label smoothing', default=0.1),
@@ -60,41 +63,30 @@ Section('logging', 'outputs', config_descriptor=CONFIG).params(
     wandb=Param(Boolean(), 'also log to Weights & Biases', default=False),
     wandb_project=Param(str, 'wandb project', default='ffcv-cifar'))
 
-# Used when no dataset is given: a schedule sized for a CPU (explicit settings still win).
-EMBEDDED_PRESET = {'training.batch_size': 128, 'training.epochs': 5, 'training.lr': 0.2,
-                   'training.lr_peak_epoch': 1.5}
 # Mean / std of CIFAR-10 on the 0-255 scale (FFCV's constants), used as the cutout/translate fill too.
 CIFAR_MEAN, CIFAR_STD = [125.307, 122.961, 113.8575], [51.5865, 50.847, 51.255]
 
 
-def settings(config: Config) -> dict:
-    """Resolved flat settings, with the embedded preset for keys the user did not set."""
-    values = {'.'.join(path): config[path] for path in config.entries}
-    if not values['data.train_dataset']:
-        explicit = {'.'.join(path) for path, value in config.content.items() if value is not None}
-        values.update({k: v for k, v in EMBEDDED_PRESET.items() if k not in explicit})
-    return values
-
-
 # --- Data ---
-def make_loaders(s: dict, device: torch.device, mean, std):
-    if not s['data.train_dataset']:
-        from ffcv.datasets.embedded import embedded_cifar
-        s['data.train_dataset'], s['data.val_dataset'] = embedded_cifar(
-            train_size=s['data.embedded_train_size'], test_size=s['data.embedded_test_size'])
+def dataset_paths(data: Settings) -> tuple:
+    """(train, test) .beton paths: the configured ones, or the embedded dataset (built once, then cached)."""
+    if data.train_dataset:
+        return data.train_dataset, data.val_dataset
+    from ffcv.datasets.embedded import embedded_cifar
+    return embedded_cifar(train_size=data.embedded_train_size, test_size=data.embedded_test_size)
+
+
+def make_loader(path: str, train: bool, s: Settings, device: torch.device, mean, std) -> Loader:
     fill = tuple(int(v) for v in mean)
-    loaders = {}
-    for name, path, train in (('train', s['data.train_dataset'], True), ('test', s['data.val_dataset'], False)):
-        augment = [RandomHorizontalFlip(), RandomTranslate(padding=2, fill=fill), Cutout(4, fill=fill)] if train else []
-        on_gpu = [ToDevice(device, non_blocking=True)] if device.type == 'cuda' else []
-        dtype = torch.float16 if device.type == 'cuda' else torch.float32
-        image = [SimpleRGBImageDecoder(), *augment, ToTensor(), *on_gpu, ToTorchImage(), Convert(dtype),
-                 ModuleWrapper(torchvision.transforms.Normalize(mean, std))]
-        label = [IntDecoder(), ToTensor(), *on_gpu, Squeeze()]
-        loaders[name] = Loader(path, batch_size=s['training.batch_size'], num_workers=s['data.num_workers'],
-                               order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
-                               seed=s['training.seed'], pipelines={'image': image, 'label': label})
-    return loaders['train'], loaders['test']
+    augment = [RandomHorizontalFlip(), RandomTranslate(padding=2, fill=fill), Cutout(4, fill=fill)] if train else []
+    on_gpu = [ToDevice(device, non_blocking=True)] if device.type == 'cuda' else []
+    dtype = torch.float16 if device.type == 'cuda' else torch.float32
+    image = [SimpleRGBImageDecoder(), *augment, ToTensor(), *on_gpu, ToTorchImage(), Convert(dtype),
+             ModuleWrapper(torchvision.transforms.Normalize(mean, std))]
+    label = [IntDecoder(), ToTensor(), *on_gpu, Squeeze()]
+    return Loader(path, batch_size=s.training.batch_size, num_workers=s.data.num_workers,
+                  order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
+                  seed=s.training.seed, pipelines={'image': image, 'label': label})
 
 
 # --- Model ---
@@ -155,49 +147,48 @@ def evaluate(model: nn.Module, loader, tta: bool, amp: bool) -> float:
     return correct / max(total, 1)
 
 
-class Preempted(Exception):
-    """SIGTERM / Ctrl-C arrived: checkpoint and stop."""
+def checkpoint(path: Path, step: int, loader: Loader, s: Settings, **parts) -> None:
+    """Model, optimizer, schedule and scaler states with the loader's position, written atomically."""
+    atomic_save({**{name: part.state_dict() for name, part in parts.items()}, 'loader': loader.state_dict(),
+                 'step': step, 'settings': s.as_dict()}, path)
 
 
-def train(s: dict, logger: RunLogger, folder: Path) -> dict:
-    device = torch.device(s['training.device'] if s['training.device'] != 'auto'
+def resume(path: str, device: torch.device, loader: Loader, **parts) -> int:
+    """Restore what `checkpoint` saved (in place); returns the step to continue from."""
+    saved = torch.load(path, map_location=device, weights_only=False)
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
+    loader.load_state_dict(saved['loader'])
+    return saved['step']
+
+
+def print_epoch(record: dict) -> None:
+    print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f} train acc {record['train_acc']:.3f} "
+          f"test acc {record['test_acc']:.3f} ({record['images_per_s']:.0f} images/s)", flush=True)
+
+
+def train(s: Settings, logger: RunLogger, folder: Path) -> dict:
+    device = torch.device(s.training.device if s.training.device != 'auto'
                           else ('cuda' if torch.cuda.is_available() else 'cpu'))
     amp = device.type == 'cuda'
-    torch.manual_seed(s['training.seed'])
-    train_loader, test_loader = make_loaders(s, device, CIFAR_MEAN, CIFAR_STD)
+    torch.manual_seed(s.training.seed)
+    train_path, test_path = dataset_paths(s.data)
+    train_loader = make_loader(train_path, True, s, device, CIFAR_MEAN, CIFAR_STD)
+    test_loader = make_loader(test_path, False, s, device, CIFAR_MEAN, CIFAR_STD)
     model = resnet9().to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=s['training.lr'], momentum=s['training.momentum'],
-                                weight_decay=s['training.weight_decay'])
-    steps_per_epoch, epochs = len(train_loader), s['training.epochs']
+    optimizer = torch.optim.SGD(model.parameters(), lr=s.training.lr, momentum=s.training.momentum,
+                                weight_decay=s.training.weight_decay)
+    steps_per_epoch, epochs = len(train_loader), s.training.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(
-        step, steps_per_epoch, epochs, s['training.lr_peak_epoch']))
+        step, steps_per_epoch, epochs, s.training.lr_peak_epoch))
     scaler = torch.amp.GradScaler('cuda', enabled=amp)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=s['training.label_smoothing'])
-    step = 0
-    if s['training.resume']:
-        checkpoint = torch.load(s['training.resume'], map_location=device, weights_only=False)
-        for part, state in ((model, 'model'), (optimizer, 'optimizer'), (schedule, 'schedule'), (scaler, 'scaler')):
-            part.load_state_dict(checkpoint[state])
-        train_loader.load_state_dict(checkpoint['loader'])
-        step = checkpoint['step']
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=s.training.label_smoothing)
+    parts = {'model': model, 'optimizer': optimizer, 'schedule': schedule, 'scaler': scaler}
+    step = resume(s.training.resume, device, train_loader, **parts) if s.training.resume else 0
+    save = partial(checkpoint, folder / 'checkpoint.pt', loader=train_loader, s=s, **parts)
 
-    def checkpoint():
-        atomic_save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-                     'schedule': schedule.state_dict(), 'loader': train_loader.state_dict(), 'step': step,
-                     'settings': s}, folder / 'checkpoint.pt')
-
-    stop_signal = []
-
-    def on_signal(signum, frame):  # stop after the current step: the checkpoint then matches the loader
-        if signum == signal.SIGINT and stop_signal:
-            raise KeyboardInterrupt  # second Ctrl-C: abort now, keep the last checkpoint as it is
-        stop_signal.append(signal.Signals(signum).name)
-        if signum == signal.SIGINT:
-            print('stopping after this step (Ctrl-C again to abort without checkpointing)', flush=True)
-    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    start_epoch = train_loader.state_dict()['epoch']
-    try:
-        for epoch in range(start_epoch, epochs):
+    with StopOnSignal() as stop:
+        for epoch in range(train_loader.state_dict()['epoch'], epochs):
             model.train()
             epoch_start, seen, loss_sum, correct = time.time(), 0, 0.0, 0
             for images, labels in train_loader:
@@ -213,45 +204,36 @@ def train(s: dict, logger: RunLogger, folder: Path) -> dict:
                 seen += labels.shape[0]
                 loss_sum += loss.item() * labels.shape[0]
                 correct += (logits.argmax(1) == labels).sum().item()
-                if s['training.checkpoint_every'] and step % s['training.checkpoint_every'] == 0:
-                    checkpoint()
-                if s['training.max_steps'] and step >= s['training.max_steps']:
-                    raise Preempted('max_steps')
-                if stop_signal:
-                    raise Preempted(stop_signal[0])
+                # bookkeeping: checkpoints, and stopping after this step (max_steps, SIGTERM, Ctrl-C)
+                if s.training.checkpoint_every and step % s.training.checkpoint_every == 0:
+                    save(step)
+                reason = 'max_steps' if s.training.max_steps and step >= s.training.max_steps else stop.reason
+                if reason:
+                    save(step)
+                    print(f'stopped ({reason}) at step {step}; resume with '
+                          f'--training.resume={folder / "checkpoint.pt"}', flush=True)
+                    return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
             train_time = time.time() - epoch_start
-            checkpoint()
-            logger.log({'epoch': epoch, 'step': step, 'train_loss': loss_sum / max(seen, 1),
-                        'train_acc': correct / max(seen, 1), 'test_acc': evaluate(model, test_loader,
-                                                                                  s['training.lr_tta'], amp),
-                        'lr': optimizer.param_groups[0]['lr'], 'images_per_s': seen / max(train_time, 1e-9),
-                        'epoch_time_s': train_time})
-            print(f"epoch {epoch}: loss {logger.history[-1]['train_loss']:.3f} train acc "
-                  f"{logger.history[-1]['train_acc']:.3f} test acc {logger.history[-1]['test_acc']:.3f} "
-                  f"({logger.history[-1]['images_per_s']:.0f} images/s)", flush=True)
-    except Preempted as reason:
-        checkpoint()
-        print(f'stopped ({reason}) at step {step}; resume with --training.resume={folder / "checkpoint.pt"}',
-              flush=True)
-        return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
-    finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
-    return {'test_acc': evaluate(model, test_loader, s['training.lr_tta'], amp), 'steps': step,
+            save(step)
+            record = {'epoch': epoch, 'step': step, 'train_loss': loss_sum / max(seen, 1),
+                      'train_acc': correct / max(seen, 1),
+                      'test_acc': evaluate(model, test_loader, s.training.lr_tta, amp),
+                      'lr': optimizer.param_groups[0]['lr'], 'images_per_s': seen / max(train_time, 1e-9),
+                      'epoch_time_s': train_time}
+            logger.log(record)
+            print_epoch(record)
+    return {'test_acc': evaluate(model, test_loader, s.training.lr_tta, amp), 'steps': step,
             'device': str(device)}
 
 
 # --- Main ---
 def main(argv=None) -> dict:
     parse_config(CONFIG, argv, __doc__)
-    s = settings(CONFIG)
-    resumed = Path(s['training.resume']).parent if s['training.resume'] else None
-    folder = resumed or Path(s['logging.folder']) / (s['logging.run_name'] or uuid.uuid4().hex[:12])
-    config = config_dict(CONFIG)
-    for key, value in s.items():  # record the values really used (embedded preset included)
-        config[key.split('.')[0]][key.split('.')[1]] = value
-    logger = RunLogger(folder, config, use_wandb=s['logging.wandb'], wandb_project=s['logging.wandb_project'],
-                       run_name=s['logging.run_name'] or None)
+    s = settings_of(CONFIG)
+    resumed = Path(s.training.resume).parent if s.training.resume else None
+    folder = resumed or Path(s.logging.folder) / (s.logging.run_name or uuid.uuid4().hex[:12])
+    logger = RunLogger(folder, config_dict(CONFIG), use_wandb=s.logging.wandb, wandb_project=s.logging.wandb_project,
+                       run_name=s.logging.run_name or None)
     start = time.time()
     summary = train(s, logger, folder)
     summary['total_time_s'] = round(time.time() - start, 2)

@@ -19,9 +19,7 @@ linearly, see examples/imagenet/README.md). Several nodes: torchrun's --nnodes/-
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 import uuid
 from functools import partial
@@ -37,11 +35,12 @@ from fastargs import Config, Param, Section
 from fastargs.validation import OneOf
 from torch import nn
 
-from ffcv.runs.config import Boolean, ConfigError, config_dict, parse_config
 from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
+from ffcv.runs.config import Boolean, ConfigError, Settings, config_dict, parse_config, settings_of
 from ffcv.runs.run_log import RunLogger, atomic_save
+from ffcv.runs.stop import StopOnSignal
 from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
 
 # --- Config ---
@@ -171,37 +170,6 @@ def check_world_size(expected: int, actual: int, batch_size: int, lr: float) -> 
             f'peak LR {lr}) but {actual} were launched. Launch {expected} (torchrun --nproc_per_node=...), or pass '
             f'--dist.world_size={actual} and scale the LR with the global batch, e.g. '
             f'--lr.lr={lr * actual / expected:.4g} (see examples/imagenet/README.md)')
-
-
-class StopRequest:
-    """SIGTERM / SIGINT set a flag; the loop stops after the step in progress, on every rank at the same step.
-    A second Ctrl-C interrupts at once (torchrun follows a terminal's Ctrl-C with SIGTERM: that one waits)."""
-
-    def __init__(self, process: Process):
-        self.process, self.reason, self.previous = process, None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self.previous[signum] = signal.signal(signum, self._on_signal)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _on_signal(self, signum, frame):
-        if self.reason == 'SIGINT' and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.reason = self.reason or signal.Signals(signum).name
-
-    def agreed(self) -> Optional[str]:
-        """The stop reason if any rank got a signal (a collective call when distributed)."""
-        if self.process.world_size == 1:
-            return self.reason
-        flag = torch.tensor([1 if self.reason else 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.process.stop_group)
-        return (self.reason or 'signal on another rank') if flag.item() else None
 
 
 # --- Data ---
@@ -356,12 +324,16 @@ def resume_run(path: str, process: Process, model: nn.Module, optimizer: torch.o
     return saved['step'], saved['elapsed'], carried
 
 
-def stop_reason(step: int, max_steps: int, stop: StopRequest) -> Optional[str]:
-    """Why training stops after `step`, if it does: max_steps reached, else a signal on any rank (a collective
-    call when distributed, made by every rank at the same step)."""
+def stop_reason(step: int, max_steps: int, stop: StopOnSignal, process: Process) -> Optional[str]:
+    """Why training stops after `step`, if it does: max_steps reached, else a signal on any rank, so that every
+    rank stops at the same step (a collective call when distributed, made by every rank after each step)."""
     if max_steps and step >= max_steps:
         return 'max_steps'
-    return stop.agreed()
+    if process.world_size == 1:
+        return stop.reason
+    flag = torch.tensor([1 if stop.reason else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=process.stop_group)
+    return (stop.reason or 'signal on another rank') if flag.item() else None
 
 
 def epoch_record(epoch: int, step: int, resolution: int, lr: float, loss_sum: torch.Tensor, seen: int,
@@ -391,31 +363,31 @@ def stop_summary(reason: str, step: int, folder: Path, process: Process) -> dict
     return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
 
 
-def train(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
-    if not s['data.train_dataset']:
+def train(s: Settings, process: Process, logger: RunLogger, folder: Path) -> dict:
+    if not s.data.train_dataset:
         raise ConfigError('data.train_dataset is required for training (or pass --training.eval_only=true)')
-    check_world_size(s['dist.world_size'], process.world_size, s['training.batch_size'], s['lr.lr'])
+    check_world_size(s.dist.world_size, process.world_size, s.training.batch_size, s.lr.lr)
     device, amp = process.device, process.device.type == 'cuda'
-    torch.manual_seed(s['training.seed'])
-    ramp = (s['resolution.min_res'], s['resolution.max_res'], s['resolution.start_ramp'], s['resolution.end_ramp'])
-    train_loader, decoder = make_train_loader(s['data.train_dataset'], s['training.batch_size'],
-                                              s['data.num_workers'], s['data.in_memory'],
-                                              train_resolution(0, *ramp), process, s['training.seed'])
-    val_loader = make_val_loader(s['data.val_dataset'], s['validation.batch_size'], s['data.num_workers'],
-                                 s['validation.resolution'], process)
-    model = build_model(s['model.arch'], s['model.pretrained'], s['training.use_blurpool'])
+    torch.manual_seed(s.training.seed)
+    ramp = (s.resolution.min_res, s.resolution.max_res, s.resolution.start_ramp, s.resolution.end_ramp)
+    train_loader, decoder = make_train_loader(s.data.train_dataset, s.training.batch_size,
+                                              s.data.num_workers, s.data.in_memory,
+                                              train_resolution(0, *ramp), process, s.training.seed)
+    val_loader = make_val_loader(s.data.val_dataset, s.validation.batch_size, s.data.num_workers,
+                                 s.validation.resolution, process)
+    model = build_model(s.model.arch, s.model.pretrained, s.training.use_blurpool)
     model = model.to(device, memory_format=torch.channels_last)  # the layout the loader delivers
-    optimizer = torch.optim.SGD(param_groups(model, s['training.weight_decay']), lr=0.0,
-                                momentum=s['training.momentum'])
+    optimizer = torch.optim.SGD(param_groups(model, s.training.weight_decay), lr=0.0,
+                                momentum=s.training.momentum)
     scaler = torch.amp.GradScaler('cuda', enabled=amp)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=s['training.label_smoothing'])
-    lr_of = partial(step_lr, schedule=s['lr.lr_schedule_type'], lr=s['lr.lr'], epochs=s['training.epochs'],
-                    peak_epoch=s['lr.lr_peak_epoch'], step_ratio=s['lr.step_ratio'],
-                    step_length=s['lr.step_length'])
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=s.training.label_smoothing)
+    lr_of = partial(step_lr, schedule=s.lr.lr_schedule_type, lr=s.lr.lr, epochs=s.training.epochs,
+                    peak_epoch=s.lr.lr_peak_epoch, step_ratio=s.lr.step_ratio,
+                    step_length=s.lr.step_length)
     step, elapsed = 0, 0.0  # elapsed: training seconds of the run before this process
     carried = {'loss_sum': 0.0, 'seen': 0, 'time': 0.0}  # the stopped epoch's totals so far
-    if s['training.resume']:
-        step, elapsed, carried = resume_run(s['training.resume'], process, model, optimizer, scaler, train_loader)
+    if s.training.resume:
+        step, elapsed, carried = resume_run(s.training.resume, process, model, optimizer, scaler, train_loader)
     net = model
     if process.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if amp else None)
@@ -426,13 +398,13 @@ def train(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
         if process.rank == 0:
             atomic_save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
                          'scaler': scaler.state_dict(), 'loader': train_loader.state_dict(), 'step': step,
-                         'world_size': process.world_size, 'settings': s, 'elapsed': time.time() - start,
+                         'world_size': process.world_size, 'settings': s.as_dict(), 'elapsed': time.time() - start,
                          'epoch_totals': {'loss_sum': loss_total, 'seen': int(seen_total), 'time': seconds}},
                         folder / 'checkpoint.pt')
 
     start = time.time() - elapsed  # the published times start here, after building loaders and model
-    with StopRequest(process) as stop:
-        for epoch in range(position['epoch'], s['training.epochs']):
+    with StopOnSignal(announce=process.rank == 0) as stop:
+        for epoch in range(position['epoch'], s.training.epochs):
             resolution = train_resolution(epoch, *ramp)
             decoder.output_size = (resolution, resolution)
             net.train()
@@ -448,53 +420,53 @@ def train(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
                 step += 1
                 loss_sum += loss.float() * labels.shape[0]
                 seen += labels.shape[0]
-                reason = stop_reason(step, s['training.max_steps'], stop)
-                if reason or (s['training.checkpoint_every'] and step % s['training.checkpoint_every'] == 0):
+                reason = stop_reason(step, s.training.max_steps, stop, process)
+                if reason or (s.training.checkpoint_every and step % s.training.checkpoint_every == 0):
                     checkpoint(loss_sum, seen, time.time() - epoch_start)
                 if reason:
                     return stop_summary(reason, step, folder, process)
             record = epoch_record(epoch, step, resolution, lr_of(epoch, iters - 1, iters), loss_sum, seen,
                                   epoch_start, process)
-            if s['logging.log_level'] > 0:
+            if s.logging.log_level > 0:
                 sync_buffers(model, process)
-                record.update(evaluate(model, val_loader, s['validation.lr_tta'], amp, process))
+                record.update(evaluate(model, val_loader, s.validation.lr_tta, amp, process))
             checkpoint(0.0, 0, 0.0)
             logger.log({**record, 'relative_time': time.time() - start})
             if process.rank == 0:
                 print_epoch(record)
     sync_buffers(model, process)
-    result = evaluate(model, val_loader, s['validation.lr_tta'], amp, process)
+    result = evaluate(model, val_loader, s.validation.lr_tta, amp, process)
     if process.rank == 0:
         atomic_save(model.state_dict(), folder / 'final_weights.pt')
     return {**result, 'steps': step, 'relative_time': time.time() - start, 'world_size': process.world_size,
-            'global_batch_size': s['training.batch_size'] * process.world_size, 'device': str(device)}
+            'global_batch_size': s.training.batch_size * process.world_size, 'device': str(device)}
 
 
-def evaluate_saved(s: dict, process: Process, logger: RunLogger, folder: Path) -> dict:
+def evaluate_saved(s: Settings, process: Process, logger: RunLogger, folder: Path) -> dict:
     """--training.eval_only: validation of training.checkpoint (or of the initial/pretrained weights)."""
-    model = build_model(s['model.arch'], s['model.pretrained'], s['training.use_blurpool'])
-    if s['training.checkpoint']:
-        load_weights(model, s['training.checkpoint'])
+    model = build_model(s.model.arch, s.model.pretrained, s.training.use_blurpool)
+    if s.training.checkpoint:
+        load_weights(model, s.training.checkpoint)
     amp = process.device.type == 'cuda'
     model = model.to(process.device, memory_format=torch.channels_last)
-    val_loader = make_val_loader(s['data.val_dataset'], s['validation.batch_size'], s['data.num_workers'],
-                                 s['validation.resolution'], process)
-    result = evaluate(model, val_loader, s['validation.lr_tta'], amp, process)
-    logger.log({'eval_only': True, 'checkpoint': s['training.checkpoint'], **result})
+    val_loader = make_val_loader(s.data.val_dataset, s.validation.batch_size, s.data.num_workers,
+                                 s.validation.resolution, process)
+    result = evaluate(model, val_loader, s.validation.lr_tta, amp, process)
+    logger.log({'eval_only': True, 'checkpoint': s.training.checkpoint, **result})
     return {**result, 'world_size': process.world_size, 'device': str(process.device)}
 
 
 # --- Main ---
 def main(argv=None) -> dict:
     parse_config(CONFIG, argv, __doc__)
-    s = {'.'.join(path): CONFIG[path] for path in CONFIG.entries}
+    s = settings_of(CONFIG)
     process = setup_process()
     try:
-        resumed = Path(s['training.resume']).parent if s['training.resume'] else None
-        folder = resumed or Path(s['logging.folder']) / (s['logging.run_name'] or uuid.uuid4().hex[:12])
-        logger = RunLogger(folder, config_dict(CONFIG), enabled=process.rank == 0, use_wandb=s['logging.wandb'],
-                           wandb_project=s['logging.wandb_project'], run_name=s['logging.run_name'] or None)
-        summary = (evaluate_saved if s['training.eval_only'] else train)(s, process, logger, folder)
+        resumed = Path(s.training.resume).parent if s.training.resume else None
+        folder = resumed or Path(s.logging.folder) / (s.logging.run_name or uuid.uuid4().hex[:12])
+        logger = RunLogger(folder, config_dict(CONFIG), enabled=process.rank == 0, use_wandb=s.logging.wandb,
+                           wandb_project=s.logging.wandb_project, run_name=s.logging.run_name or None)
+        summary = (evaluate_saved if s.training.eval_only else train)(s, process, logger, folder)
         logger.finish(summary)
         if process.rank == 0:
             print(f'run folder: {folder}\n' + ', '.join(f'{k}: {v}' for k, v in summary.items()), flush=True)

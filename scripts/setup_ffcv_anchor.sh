@@ -26,7 +26,7 @@ PIP="$VENV/bin/pip"
 # the real ffcv, built from its sdist against the system libturbojpeg + OpenCV
 "$PIP" install --no-deps ffcv==1.0.2
 
-"$VENV/bin/python" - <<'EOF'
+"$VENV/bin/python" -I - <<'EOF'
 import ffcv, ffcv.libffcv, numba, numpy, cv2, torch, torchvision
 from ffcv.loader import Loader, OrderOption
 from ffcv.writer import DatasetWriter

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ffcv.runs.config import ConfigError, parse_config
 from ffcv.datasets.embedded import make_arrays
+from ffcv.runs.config import ConfigError, parse_config, settings_of
 
 from helpers import load_script, write_embedded_splits
 
@@ -50,11 +50,32 @@ def test_unknown_keys_fail_loudly(recipe, tmp_path):
 
 def test_published_recipe_values(recipe):
     parse_config(recipe.CONFIG, ['--config-file', str(ROOT / 'examples' / 'cifar' / 'cifar.yaml')])
-    s = recipe.settings(recipe.CONFIG)
-    assert (s['training.batch_size'], s['training.epochs'], s['training.lr'], s['training.lr_peak_epoch']) == (
-        512, 24, 0.5, 5)
-    assert (s['training.momentum'], s['training.weight_decay'], s['training.label_smoothing']) == (0.9, 5e-4, 0.1)
-    assert s['training.lr_tta'] is True
+    s = settings_of(recipe.CONFIG)
+    assert (s.training.batch_size, s.training.epochs, s.training.lr, s.training.lr_peak_epoch) == (512, 24, 0.5, 5)
+    assert (s.training.momentum, s.training.weight_decay, s.training.label_smoothing) == (0.9, 5e-4, 0.1)
+    assert s.training.lr_tta is True
+
+
+def test_plain_run_uses_the_defaults_help_shows(recipe, capsys):
+    parse_config(recipe.CONFIG, [])
+    s = settings_of(recipe.CONFIG)
+    assert (s.data.train_dataset, s.training.batch_size, s.training.epochs, s.training.lr,
+            s.training.lr_peak_epoch) == ('', 128, 5, 0.2, 1.5)  # the embedded CPU run, stated once
+    with pytest.raises(SystemExit):
+        parse_config(recipe.CONFIG, ['--help'])
+    shown = ' '.join(capsys.readouterr().out.split())
+    assert '--training.batch_size VALUE samples per step (default: 128)' in shown
+    assert '--training.epochs VALUE passes over the train set (default: 5)' in shown
+
+
+def test_settings_are_read_only_and_suggest_names(recipe):
+    parse_config(recipe.CONFIG, [])
+    s = settings_of(recipe.CONFIG)
+    with pytest.raises(AttributeError, match="training has no setting 'epoch' .*did you mean 'epochs'"):
+        s.training.epoch
+    with pytest.raises(AttributeError, match='read-only'):
+        s.data.train_dataset = 'elsewhere.beton'
+    assert s.as_dict()['training']['epochs'] == 5
 
 
 def test_lr_schedule_is_the_published_triangle(recipe):

@@ -163,11 +163,13 @@ def uninterrupted(recipe, tiny, tmp_path_factory):
 
 
 def test_signals_stop_after_the_step_and_a_second_ctrl_c_interrupts(recipe):
-    with recipe.StopRequest(recipe.Process(0, 0, 1, torch.device('cpu'))) as stop:
-        assert stop.agreed() is None
+    process = recipe.Process(0, 0, 1, torch.device('cpu'))
+    with recipe.StopOnSignal() as stop:
+        assert recipe.stop_reason(1, 0, stop, process) is None
         signal.raise_signal(signal.SIGINT)
         signal.raise_signal(signal.SIGTERM)                                     # torchrun's follow-up: waits
-        assert stop.agreed() == 'SIGINT'
+        assert recipe.stop_reason(2, 0, stop, process) == 'SIGINT'
+        assert recipe.stop_reason(2, 2, stop, process) == 'max_steps'
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

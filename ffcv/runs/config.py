@@ -110,3 +110,51 @@ def config_dict(config: Config) -> dict:
         section[path[-1]] = config[path]
     return out
 
+
+
+class Settings:
+    """Read-only resolved values, by attribute: ``s.training.lr``; built once by `settings_of`.
+
+    A misspelt name fails with the closest known one (``s.training.epoch`` -> did you mean 'epochs'?), and
+    nothing can be assigned: a value that a run derives (a dataset path it built, say) is a variable of
+    its own, not a rewritten setting.
+    """
+
+    def __init__(self, values: Dict[str, object], name: str = 'settings'):
+        object.__setattr__(self, '_values', dict(values))
+        object.__setattr__(self, '_name', name)
+
+    def __getattr__(self, key: str):
+        values = object.__getattribute__(self, '_values')
+        if key in values:
+            return values[key]
+        if key.startswith('__'):  # copy / pickle probing for special methods
+            raise AttributeError(key)
+        name = object.__getattribute__(self, '_name')
+        close = difflib.get_close_matches(key, list(values), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        raise AttributeError(f"{name} has no setting '{key}'{hint}")
+
+    def __setattr__(self, key: str, value) -> None:
+        raise AttributeError(f"{self._name} is read-only (tried to set '{key}')")
+
+    def __getstate__(self):
+        return object.__getattribute__(self, '__dict__')
+
+    def __setstate__(self, state) -> None:
+        object.__getattribute__(self, '__dict__').update(state)
+
+    def as_dict(self) -> dict:
+        """Plain nested dict (for logs and checkpoints)."""
+        return {key: value.as_dict() if isinstance(value, Settings) else value for key, value in self._values.items()}
+
+    def __repr__(self) -> str:
+        return f'{self._name}({self.as_dict()!r})'
+
+
+def settings_of(config: Config) -> Settings:
+    """The resolved values of a parsed `config` as `Settings`: ``s.section.key``."""
+    sections: Dict[str, Dict[str, object]] = {}
+    for path in config.entries:
+        sections.setdefault(path[0], {})[path[1]] = config[path]
+    return Settings({name: Settings(values, name) for name, values in sections.items()})
