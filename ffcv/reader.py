@@ -13,7 +13,11 @@ import numpy as np
 
 from .fields.base import Field
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, CUSTOM_TYPE_ID, MAX_PAGE_SIZE, FieldDescType, HeaderType,
-                    column_name, decode_field_name, get_metadata_type, is_power_of_2, resolve_handler_class)
+                    column_name, get_metadata_type, resolve_handler_class)
+from .utils import decode_null_terminated_string, is_power_of_2
+
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from .types import get_handlers  # noqa: F401
 
 __all__ = ['Reader', 'CorruptFileError']
 
@@ -67,10 +71,10 @@ class Reader:
         self.file_size = self.file_stat.st_size
         if os.path.isdir(self._fname):
             raise IsADirectoryError(f'{self._fname}: is a directory, not a .beton file')
-        self._read_header()
-        self._read_field_descriptors()
-        self._read_metadata()
-        self._read_alloc_table()
+        self.read_header()
+        self.read_field_descriptors()
+        self.read_metadata()
+        self.read_allocation_table()
         self._check_pointers()
 
     @property
@@ -82,7 +86,8 @@ class Reader:
 
     # -- parsing, each step validated --
 
-    def _read_header(self) -> None:
+    def read_header(self) -> None:
+        """Read and validate the header (a step of `__init__`; FFCV's name for it)."""
         if self.file_size < HeaderType.itemsize:
             self._fail(f'only {self.file_size} bytes, smaller than the {HeaderType.itemsize}-byte header '
                        '(not a .beton file, or truncated)')
@@ -103,7 +108,8 @@ class Reader:
         if self.num_fields == 0:
             self._fail('header says the file has no fields')
 
-    def _read_field_descriptors(self) -> None:
+    def read_field_descriptors(self) -> None:
+        """Read and validate the field descriptors, and build the handlers (a step of `__init__`)."""
         end = HeaderType.itemsize + self.num_fields * FieldDescType.itemsize
         if end > self.file_size:
             self._fail(f'header announces {self.num_fields} fields, whose descriptors would end at byte '
@@ -111,7 +117,7 @@ class Reader:
         descriptors = np.fromfile(self._fname, dtype=FieldDescType, count=self.num_fields,
                                   offset=HeaderType.itemsize)
         descriptors.setflags(write=False)
-        names = [decode_field_name(d['name']) for d in descriptors]
+        names = [decode_null_terminated_string(d['name']) for d in descriptors]
         if len(set(names)) != len(names):
             self._fail(f'duplicate field names {names}')
         handlers: Dict[str, Field] = {}
@@ -131,7 +137,8 @@ class Reader:
         self.handlers = handlers
         self.metadata_type = get_metadata_type(list(handlers.values()))
 
-    def _read_metadata(self) -> None:
+    def read_metadata(self) -> None:
+        """Read and validate the metadata table (a step of `__init__`; FFCV's name for it)."""
         self.metadata_start = HeaderType.itemsize + self.num_fields * FieldDescType.itemsize
         self.metadata_end = self.metadata_start + self.num_samples * self.metadata_type.itemsize
         if self.metadata_end > self.file_size:
@@ -149,7 +156,8 @@ class Reader:
                 row, reason = problem
                 self._fail(f"sample {row}, field '{name}': {reason}")
 
-    def _read_alloc_table(self) -> None:
+    def read_allocation_table(self) -> None:
+        """Read and validate the allocation table (a step of `__init__`; FFCV's name for it)."""
         table_bytes = self.file_size - self.alloc_table_ptr
         if table_bytes % ALLOC_TABLE_TYPE.itemsize:
             self._fail(f'allocation table ({table_bytes} bytes from offset {self.alloc_table_ptr} to the '

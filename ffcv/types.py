@@ -17,6 +17,12 @@ from typing import Mapping, Type
 
 import numpy as np
 
+from .fields import BytesField, FloatField, IntField, JSONField, NDArrayField, RGBImageField, TorchTensorField
+from .utils import is_power_of_2
+
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from .fields import Field  # noqa: F401
+
 CURRENT_VERSION = 2
 MIN_PAGE_SIZE = 1 << 21  # 2 MiB
 MAX_PAGE_SIZE = 1 << 32  # exclusive
@@ -50,24 +56,26 @@ assert FieldDescType.itemsize == 1041
 assert ALLOC_TABLE_TYPE.itemsize == 24
 
 
-def _builtin_type_ids() -> dict:
-    from .fields import (BytesField, FloatField, IntField, JSONField, NDArrayField, RGBImageField,
-                         TorchTensorField)
-    return {0: FloatField, 1: IntField, 2: RGBImageField, 3: BytesField, 4: NDArrayField,
-            5: JSONField, 6: TorchTensorField}
-
-
-def type_id_to_handler() -> dict:
-    """Map of type id -> built-in Field class (255, custom, is absent)."""
-    return _builtin_type_ids()
+# Type id stored in a field descriptor -> the Field class that reads it (255: a custom field, given by the user).
+TYPE_ID_HANDLER = {CUSTOM_TYPE_ID: None, 0: FloatField, 1: IntField, 2: RGBImageField, 3: BytesField,
+                   4: NDArrayField, 5: JSONField, 6: TorchTensorField}
 
 
 def get_type_id(field) -> int:
     """Type id of a field instance; exact class match as in FFCV, so subclasses are custom (255)."""
-    for type_id, cls in _builtin_type_ids().items():
-        if type(field) is cls:
+    for type_id, cls in TYPE_ID_HANDLER.items():
+        if cls is not None and type(field) is cls:
             return type_id
     return CUSTOM_TYPE_ID
+
+
+def get_handlers(field_descriptors) -> list:
+    """A Field instance per descriptor, rebuilt from its arguments (None for a custom field, type id 255)."""
+    handlers = []
+    for descriptor in field_descriptors:
+        cls = TYPE_ID_HANDLER[int(descriptor['type_id'])]
+        handlers.append(None if cls is None else cls.from_binary(descriptor['arguments']))
+    return handlers
 
 
 def get_metadata_type(handlers) -> np.dtype:
@@ -82,27 +90,12 @@ def column_name(field_index: int) -> str:
     return f'f{field_index}'
 
 
-def decode_field_name(raw: np.ndarray) -> str:
-    """ASCII field name stored NUL-padded in a descriptor."""
-    data = bytes(raw)
-    return data.split(b'\0', 1)[0].decode('ascii', errors='replace')
-
-
 def encode_field_name(name: str) -> np.ndarray:
     """NUL-padded 16-byte ASCII name (longer names are truncated, as FFCV does)."""
     data = name.encode('ascii')[:FIELD_NAME_BYTES]
     out = np.zeros(FIELD_NAME_BYTES, dtype='<u1')
     out[:len(data)] = np.frombuffer(data, dtype='<u1')
     return out
-
-
-def align_to_page(offset: int, page_size: int) -> int:
-    """Smallest multiple of `page_size` that is >= offset."""
-    return -(-offset // page_size) * page_size
-
-
-def is_power_of_2(n: int) -> bool:
-    return n > 0 and (n & (n - 1)) == 0
 
 
 def check_page_size(page_size: int) -> None:
@@ -115,9 +108,8 @@ def resolve_handler_class(type_id: int, name: str, custom_handlers: Mapping[str,
     """Field class that reads a column, honouring user-given custom fields."""
     if name in custom_handlers:
         return custom_handlers[name]
-    table = _builtin_type_ids()
-    if type_id in table:
-        return table[type_id]
+    if TYPE_ID_HANDLER.get(type_id) is not None:
+        return TYPE_ID_HANDLER[type_id]
     if type_id == CUSTOM_TYPE_ID:
         raise ValueError(f"field '{name}' has a custom type (id 255); pass its Field class as "
                          f"custom_fields={{'{name}': YourField}} (Loader) or custom_handlers (Reader)")

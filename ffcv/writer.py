@@ -25,10 +25,14 @@ from tqdm import tqdm
 
 from ._partial_files import create_partial
 from .fields.base import Field
-from .utils import available_cpus
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, DEFAULT_PAGE_SIZE, FIELD_NAME_BYTES, MAX_PAGE_SIZE,
-                    MIN_PAGE_SIZE, FieldDescType, HeaderType, align_to_page, check_page_size,
-                    column_name, encode_field_name, get_metadata_type, get_type_id)
+                    MIN_PAGE_SIZE, FieldDescType, HeaderType, check_page_size, column_name, encode_field_name,
+                    get_metadata_type, get_type_id)
+from .utils import align_to_page, available_cpus
+
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from .types import TYPE_ID_HANDLER  # noqa: F401
+from .utils import chunks, is_power_of_2  # noqa: F401
 
 __all__ = ['DatasetWriter', 'DatasetWriteError', 'MIN_PAGE_SIZE', 'MAX_PAGE_SIZE']
 
@@ -199,7 +203,8 @@ def _get_item(dataset, index: int):
                                 f'{type(exc).__name__}: {exc}') from exc
 
 
-def _open_shard(shard: str, pipeline: Callable):
+def from_shard(shard: str, pipeline: Callable):
+    """The samples of one webdataset shard, in order, as ``pipeline(dataset)`` decodes them."""
     import webdataset
     try:
         dataset = webdataset.WebDataset(shard, shardshuffle=False)
@@ -208,15 +213,15 @@ def _open_shard(shard: str, pipeline: Callable):
     return pipeline(dataset)
 
 
-def _count_shard(args) -> int:
-    shard, pipeline = args
-    return sum(1 for _ in _open_shard(shard, pipeline))
+def count_samples_in_shard(shard: str, pipeline: Callable) -> int:
+    """Number of samples `from_shard` gives (by reading the shard: webdatasets have no length)."""
+    return sum(1 for _ in from_shard(shard, pipeline))
 
 
 def _encode_shard(task: Tuple[int, str, int]) -> _EncodedChunk:
     first_row, shard, expected = task
     encoder, pipeline = _worker_state['encoder'], _worker_state['source']
-    samples = [(f'{shard}#{k}', s) for k, s in enumerate(_open_shard(shard, pipeline))]
+    samples = [(f'{shard}#{k}', s) for k, s in enumerate(from_shard(shard, pipeline))]
     if len(samples) != expected:
         raise DatasetWriteError(f'shard {shard} gave {len(samples)} samples, {expected} when counted')
     return encoder.encode(first_row, samples)
@@ -418,7 +423,7 @@ class DatasetWriter:
         except ImportError:
             raise ImportError('from_webdataset needs the webdataset package: pip install webdataset') from None
         with ThreadPoolExecutor(self.num_workers) as pool:
-            counts = list(pool.map(_count_shard, [(s, pipeline) for s in shards]))
+            counts = list(pool.map(count_samples_in_shard, shards, [pipeline] * len(shards)))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         tasks = [(int(offsets[i]), shard, counts[i]) for i, shard in enumerate(shards)]
         self._write(int(offsets[-1]), tasks, _encode_shard, pipeline, progress, lambda task: task[2])

@@ -1,4 +1,6 @@
 """BytesField and JSONField round trips, including empty blobs and unicode."""
+import os
+
 import numpy as np
 import pytest
 
@@ -18,9 +20,29 @@ def test_bytes_round_trip(tmp_beton, rng):
         np.testing.assert_array_equal(got, np.frombuffer(bytes(blob), np.uint8))
 
 
-def test_bytes_rejects_non_uint8(tmp_beton):
-    with pytest.raises(DatasetWriteError, match="sample 0 .*field 'blob'.*uint8"):
-        write_and_read(tmp_beton(), {'blob': BytesField()}, [(np.zeros(4, np.int32),)])
+def test_bytes_casts_other_dtypes_when_exact(tmp_beton):
+    # FFCV writes any numeric array (it casts); ours does too when every value is a byte
+    values = [np.zeros(2), np.array([0, 7, 255], np.int32), np.array([1.0, 2.0], np.float32), np.array([True, False])]
+    reader = write_and_read(tmp_beton(), {'blob': BytesField()}, [(v,) for v in values])
+    for i, value in enumerate(values):
+        got = reader.read_sample(i)['blob']
+        assert got.dtype == np.uint8 and got.tolist() == value.astype(np.int64).tolist()
+
+
+@pytest.mark.parametrize('value, shown', [(np.array([1.5]), '1.5'), (np.array([0, 256], np.int32), '256'),
+                                          (np.array([-1.0]), '-1.0'), (np.array([np.nan]), 'nan')])
+def test_bytes_refuses_casts_that_lose_data(tmp_beton, value, shown):
+    path = tmp_beton()
+    with pytest.raises(DatasetWriteError, match=f"sample 0 .*field 'blob'.*value {shown} .*not a byte"):
+        write_and_read(path, {'blob': BytesField()}, [(value,)])
+    assert not os.path.exists(path)  # nothing written half
+
+
+def test_bytes_refuses_what_is_not_bytes(tmp_beton):
+    with pytest.raises(DatasetWriteError, match="sample 0 .*field 'blob'.*1-D"):
+        write_and_read(tmp_beton(), {'blob': BytesField()}, [(np.zeros((2, 2), np.uint8),)])
+    with pytest.raises(DatasetWriteError, match="sample 0 .*field 'blob'.*bytes"):
+        write_and_read(tmp_beton(), {'blob': BytesField()}, [('text',)])
 
 
 def test_json_round_trip(tmp_beton):

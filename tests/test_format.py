@@ -4,8 +4,8 @@ import pytest
 
 from ffcv.fields import BytesField, FloatField, IntField, JSONField, NDArrayField, RGBImageField, TorchTensorField
 from ffcv.reader import Reader
-from ffcv.types import (ALLOC_TABLE_TYPE, FieldDescType, HeaderType, align_to_page, get_metadata_type,
-                        get_type_id)
+from ffcv.types import ALLOC_TABLE_TYPE, FieldDescType, HeaderType, get_metadata_type, get_type_id
+from ffcv.utils import align_to_page
 from ffcv.writer import DatasetWriter
 
 

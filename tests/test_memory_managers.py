@@ -7,6 +7,7 @@ import threading
 import time
 import types
 
+import numba
 import numpy as np
 import pytest
 
@@ -240,3 +241,10 @@ def test_resumed_epoch_needs_only_its_batches(paged_file, monkeypatch):
     with manager.schedule_epoch(batches) as context:  # resumed without saying so: frames fill with old pages
         with pytest.raises(RuntimeError, match='first_batch'):
             context.start_batch(30)
+
+
+@pytest.mark.parametrize('manager_class', [OSCacheManager, ProcessCacheManager])
+def test_state_type_is_the_type_of_every_state(fixtures_dir, manager_class):
+    manager = manager_class(Reader(str(fixtures_dir / 'basic.beton')))
+    with manager.schedule_epoch([np.arange(4)]) as context:
+        assert numba.typeof(context.state) == manager.state_type

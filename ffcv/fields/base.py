@@ -25,6 +25,9 @@ from typing import Callable, Optional, Tuple, Type
 
 import numpy as np
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.operation import Operation  # noqa: F401
+
 ARG_TYPE = np.dtype([('', '<u1', 1024)])
 
 # Reads `size` bytes at absolute file offset `ptr` and returns them as a read-only uint8 array.

@@ -11,6 +11,10 @@ from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.operation import Operation
 from .base import Field, empty_arguments
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.state import State  # noqa: F401
+from .base import ARG_TYPE  # noqa: F401
+
 
 def _as_scalar(value, kinds: str, what: str):
     """A Python/NumPy/0-d scalar of one of the numpy `kinds`, else TypeError."""

@@ -12,17 +12,36 @@ from ..pipeline.compiler import run_kernel
 from ._decoding import copy_blobs
 from .base import Field, empty_arguments
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+from .base import ARG_TYPE  # noqa: F401
+
 BYTES_METADATA = np.dtype([('ptr', '<u8'), ('size', '<u8')])
 
 
 def as_byte_array(value) -> np.ndarray:
-    """1-D uint8 view of bytes / bytearray / memoryview / 1-D uint8 array; TypeError otherwise."""
+    """1-D uint8 array of bytes / bytearray / memoryview / a 1-D numeric array.
+
+    A numeric array of another dtype is cast, as FFCV does, when that loses nothing (every value an
+    integer in 0..255); otherwise ValueError. Anything else: TypeError.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return np.frombuffer(value, dtype=np.uint8)
     if isinstance(value, np.ndarray):
-        if value.dtype != np.uint8 or value.ndim != 1:
-            raise TypeError(f'expected a 1-D uint8 array, got dtype {value.dtype} and shape {value.shape}')
-        return value
+        if value.ndim != 1:
+            raise TypeError(f'expected a 1-D array of bytes, got shape {value.shape}')
+        if value.dtype == np.uint8:
+            return value
+        if value.dtype.kind not in 'biuf':
+            raise TypeError(f'expected a 1-D array of bytes, got dtype {value.dtype}')
+        with np.errstate(invalid='ignore', over='ignore'):  # NaN, negatives, > 255: found just below
+            cast = value.astype(np.uint8)
+        lossy = np.flatnonzero(cast != value)
+        if lossy.size:
+            raise ValueError(f'{value.dtype} array with value {value[lossy[0]].item()!r} at position {lossy[0]}, '
+                             'which is not a byte (an integer in 0..255): storing it as bytes would change it')
+        return cast
     raise TypeError(f'expected bytes or a 1-D uint8 numpy array, got {type(value).__name__}')
 
 

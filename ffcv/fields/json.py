@@ -7,6 +7,9 @@ import numpy as np
 
 from .bytes import BytesField
 
+ENCODING = 'utf8'
+SEPARATOR = '\0'  # ends each value's text
+
 
 class JSONField(BytesField):
     """A JSON value per sample (``json.dumps`` text, UTF-8, NUL-terminated, as FFCV stores it).
@@ -19,7 +22,7 @@ class JSONField(BytesField):
         return JSONField()
 
     def encode(self, destination, field, malloc):
-        text = json.dumps(field).encode('utf-8') + b'\0'
+        text = (json.dumps(field) + SEPARATOR).encode(ENCODING)
         self._store(destination, np.frombuffer(text, dtype=np.uint8), malloc)
 
     @staticmethod
@@ -34,8 +37,8 @@ class JSONField(BytesField):
 
     @staticmethod
     def _unpack_row(row: np.ndarray):
-        text = row.tobytes().split(b'\0', 1)[0]
-        return json.loads(text.decode('utf-8'))
+        text = row.tobytes().split(SEPARATOR.encode(ENCODING), 1)[0]
+        return json.loads(text.decode(ENCODING))
 
     def read_value(self, metadata, read):
         return self._unpack_row(super().read_value(metadata, read))

@@ -14,10 +14,14 @@ from ..pipeline.compiler import run_kernel
 from ._decoding import NO_SIZES, copy_blobs
 from .base import ARG_TYPE, Field
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 # Argument blob: 32 shape slots (unused trailing ones 0), the length of the dtype JSON, the JSON
 # itself (`dtype.descr`), as FFCV writes it. We add one byte after the JSON: ndim + 1, so that shapes
 # with zero-sized dimensions survive (FFCV ignores bytes past the JSON and drops trailing zeros).
-NDARRAY_ARGS = np.dtype([('shape', '<u8', 32), ('type_length', '<u8')])
+NDArrayArgsType = np.dtype([('shape', '<u8', 32), ('type_length', '<u8')])
 MAX_DIMS = 32
 
 
@@ -55,9 +59,9 @@ class NDArrayField(Field):
     @staticmethod
     def from_binary(binary) -> Field:
         binary = np.asarray(binary, dtype=np.uint8).reshape(-1)
-        header = binary[:NDARRAY_ARGS.itemsize].view(NDARRAY_ARGS)[0]
+        header = binary[:NDArrayArgsType.itemsize].view(NDArrayArgsType)[0]
         type_length = int(header['type_length'])
-        start = NDARRAY_ARGS.itemsize
+        start = NDArrayArgsType.itemsize
         if type_length <= 0 or start + type_length > binary.size:
             raise ValueError(f'NDArrayField arguments are corrupt (dtype length {type_length})')
         dtype = _dtype_from_descr(json.loads(binary[start:start + type_length].tobytes().decode('ascii')))
@@ -73,7 +77,7 @@ class NDArrayField(Field):
 
     def to_binary(self):
         result = np.zeros(1, dtype=ARG_TYPE)[0]
-        header = np.zeros(1, dtype=NDARRAY_ARGS)
+        header = np.zeros(1, dtype=NDArrayArgsType)
         header['shape'][0, :len(self.shape)] = self.shape
         encoded = json.dumps(self.dtype.descr).encode('ascii')
         header['type_length'] = len(encoded)

@@ -12,6 +12,13 @@ from .base import Field, empty_arguments
 from .image_decoders import (IMAGE_MODES, CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: F401
                              ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.operation import Operation  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+from .base import ARG_TYPE  # noqa: F401
+
 WRITE_MODES = ('raw', 'jpg', 'smart', 'proportion')
 
 # Packed (unaligned) metadata of one image: 13 bytes, as FFCV stores it.

@@ -21,6 +21,17 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.graph import select_buffer  # noqa: F401
+from ..traversal_order.quasi_random import QuasiRandom  # noqa: F401
+from ..utils import chunks  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name == 'IS_CUDA':  # FFCV's constant, evaluated on use: importing ffcv must not initialise CUDA
+        return torch.cuda.is_available()
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 _live_states: "weakref.WeakSet[_EpochState]" = weakref.WeakSet()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 import os
 import warnings
-from typing import Mapping, Optional, Sequence, Type, Union
+from typing import Literal, Mapping, Optional, Sequence, Type, Union
 
 import numpy as np
 import torch
@@ -12,11 +12,20 @@ import torch
 from ..memory_managers import OSCacheManager
 from ..memory_managers.process_cache.manager import physical_memory
 from ..reader import Reader
+from ..traversal_order import QuasiRandom, Random, Sequential
 from ..traversal_order.base import TraversalOrder
 from ..utils import available_cpus
 from . import _arguments as arguments
 from ._resolve import build_pipelines
 from .epoch_iterator import EpochIterator
+
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..fields.base import Field  # noqa: F401
+from ..memory_managers.base import MemoryManager  # noqa: F401
+from ..memory_managers.process_cache import ProcessCacheManager  # noqa: F401
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.operation import Operation  # noqa: F401
+from ..pipeline.pipeline_spec import PipelineSpec  # noqa: F401
 
 
 class OrderOption(enum.Enum):
@@ -26,26 +35,30 @@ class OrderOption(enum.Enum):
     QUASI_RANDOM = enum.auto()
 
 
+ORDER_TYPE = Union[TraversalOrder, Literal[OrderOption.SEQUENTIAL, OrderOption.RANDOM]]
+ORDER_MAP: Mapping[OrderOption, Type[TraversalOrder]] = {
+    OrderOption.RANDOM: Random, OrderOption.SEQUENTIAL: Sequential, OrderOption.QUASI_RANDOM: QuasiRandom}
+
+
 def _order_class(order) -> Type[TraversalOrder]:
-    from ..traversal_order import QuasiRandom, Random, Sequential
     if isinstance(order, OrderOption):
-        return {OrderOption.SEQUENTIAL: Sequential, OrderOption.RANDOM: Random,
-                OrderOption.QUASI_RANDOM: QuasiRandom}[order]
+        return ORDER_MAP[order]
     if isinstance(order, type) and issubclass(order, TraversalOrder):
         return order
     raise ValueError(f'order must be an OrderOption (SEQUENTIAL, RANDOM, QUASI_RANDOM) or a TraversalOrder '
                      f'subclass, got {order!r}')
 
 
-def _default_os_cache() -> bool:
-    value = os.environ.get('FFCV_DEFAULT_CACHE_PROCESS', '0')
+def _default_process_cache() -> int:
+    """FFCV_DEFAULT_CACHE_PROCESS=1 makes os_cache=False the default (FFCV's switch; unreadable values: 0)."""
     try:
-        return int(value) == 0
+        return int(os.environ.get('FFCV_DEFAULT_CACHE_PROCESS', '0'))
     except ValueError:
-        return True
+        return 0
 
 
-DEFAULT_OS_CACHE = _default_os_cache()
+DEFAULT_PROCESS_CACHE = _default_process_cache()
+DEFAULT_OS_CACHE = not DEFAULT_PROCESS_CACHE
 
 
 class Loader:
@@ -95,6 +108,11 @@ class Loader:
                  pipelines: Optional[Mapping] = None, custom_fields: Optional[Mapping] = None,
                  drop_last: bool = True, batches_ahead: int = 3, recompile: bool = False,
                  order_kwargs: Optional[Mapping] = None):
+        # the arguments as given, for `filter` to build loaders like this one
+        self._args = dict(fname=fname, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
+                          order=order, distributed=distributed, seed=seed, indices=indices, pipelines=pipelines,
+                          custom_fields=custom_fields, drop_last=drop_last, batches_ahead=batches_ahead,
+                          recompile=recompile, order_kwargs=order_kwargs)
         self.batch_size = arguments.integer('batch_size', batch_size)
         num_workers = arguments.integer('num_workers', num_workers, None, arguments.MAX_THREADS, ' (< 1: all CPUs)')
         self.batches_ahead = arguments.integer('batches_ahead', batches_ahead, maximum=arguments.MAX_THREADS)
@@ -133,9 +151,8 @@ class Loader:
             self.memory_manager = ProcessCacheManager(self.reader, lookahead=self.lookahead)
         self.traversal_order = order_class(self, **dict(order_kwargs or {}))
 
-        self._pipelines_arg = dict(pipelines or {})
-        self.pipelines = build_pipelines(self._pipelines_arg, self.reader, self.memory_manager.compile_reader())
-        self._generate_code()
+        self.pipelines = build_pipelines(dict(pipelines or {}), self.reader, self.memory_manager.compile_reader())
+        self.generate_code()
         self._buffers = {}
         self.next_epoch = 0            # epoch of the next fresh iter(loader)
         self._current_epoch = None     # epoch of the last iter(loader)
@@ -162,7 +179,14 @@ class Loader:
     def __len__(self) -> int:
         return self._length
 
-    def _generate_code(self) -> None:
+    def next_traversal_order(self) -> np.ndarray:
+        """Sample ids the next ``iter(loader)`` visits, in order (this rank's share when distributed)."""
+        epoch = self._resume[0] if self._resume is not None else self.next_epoch
+        return self._epoch_order(epoch)
+
+    def generate_code(self) -> None:
+        """(Re)generate and compile every pipeline's code (done at construction, and each epoch with
+        ``recompile=True``)."""
         for pipeline in self.pipelines:
             pipeline.generate()
 
@@ -179,7 +203,7 @@ class Loader:
         for pipeline in self.pipelines:  # shapes may change between epochs (e.g. progressive resizing)
             pipeline.declare()
         if self.recompile:
-            self._generate_code()
+            self.generate_code()
         pin = torch.cuda.is_available() and any(p.uses_cuda for p in self.pipelines)
         arguments.check_buffer_memory(self.pipelines, self.batch_size, self.slots, self.fname, physical_memory())
         for pipeline in self.pipelines:
@@ -225,25 +249,29 @@ class Loader:
     # -- FFCV extras --
 
     def filter(self, field_name: str, condition) -> 'Loader':
-        """A new Loader (same arguments) over the samples whose decoded `field_name` satisfies `condition`.
+        """A new Loader (same arguments) over the samples whose `field_name` satisfies `condition`.
 
-        `condition` receives each sample's decoded value (default pipeline: decoder + ToTensor).
+        `condition` receives each sample's value as this loader's own pipeline for that field produces it
+        (the default decoder + ToTensor() when it has none), as in FFCV. Samples are tested in file order,
+        on every rank, with the seed of this loader; the result keeps every other argument (order,
+        seed, order_kwargs, ...) and selects sample ids of the file (FFCV selects positions).
         """
         if field_name not in self.reader.handlers:
             raise ValueError(f"'{field_name}' is not a field of {self.fname}")
-        probe = Loader(self.fname, batch_size=self.batch_size, num_workers=self.num_workers, indices=self.indices,
-                       drop_last=False, custom_fields=self.reader.custom_handlers,
-                       pipelines={name: None for name in self.reader.field_names if name != field_name})
+        own = dict(self._args['pipelines'] or {})
+        pipelines = {name: None for name in self.reader.field_names if name != field_name}
+        if own.get(field_name) is not None:  # a field this loader skips is tested on its default pipeline
+            pipelines[field_name] = own[field_name]
+        probe = Loader(**{**self._args, 'pipelines': pipelines, 'order': OrderOption.SEQUENTIAL,
+                          'order_kwargs': None, 'distributed': False, 'drop_last': False, 'seed': self.seed,
+                          'indices': self.indices})
         keep, position = [], 0
         for (values,) in probe:
             for value in values:
                 if condition(value):
                     keep.append(int(self.indices[position]))
                 position += 1
-        return Loader(self.fname, batch_size=self.batch_size, num_workers=self.num_workers, os_cache=self.os_cache,
-                      order=self.order_option, distributed=self.distributed, seed=self.seed, indices=keep,
-                      pipelines=self._pipelines_arg, custom_fields=self.reader.custom_handlers,
-                      drop_last=self.drop_last, batches_ahead=self.batches_ahead, recompile=self.recompile)
+        return Loader(**{**self._args, 'seed': self.seed, 'indices': keep})
 
     @property
     def code(self):

@@ -5,14 +5,19 @@ decoders work with any manager.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from ..pipeline.storage import blob_reader
 from ..reader import CorruptFileError, Reader
+
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
 
 
 def check_unchanged(reader: Reader, stat: os.stat_result) -> None:
@@ -41,13 +46,13 @@ class ContextClosedError(RuntimeError):
     """A worker asked a closed memory context for data (the epoch was abandoned or has ended)."""
 
 
-class MemoryContext(ABC):
+class MemoryContext(contextlib.AbstractContextManager, ABC):
     """The memory of one epoch; entered before the first batch, exited after the last."""
 
     @property
     @abstractmethod
     def state(self) -> tuple:
-        """Storage state (see the module docstring)."""
+        """Storage state (`ffcv.pipeline.storage`)."""
 
     def start_batch(self, batch: int) -> None:
         """Called by a worker before it reads batch `batch`; blocks until its data is available."""
@@ -79,6 +84,16 @@ class MemoryManager(ABC):
     def schedule_epoch(self, batches: Sequence[np.ndarray], first_batch: int = 0) -> MemoryContext:
         """Context for an epoch that visits `batches` (arrays of sample ids) in this order, starting
         at batch `first_batch` (> 0 when an epoch is resumed: earlier batches are never started)."""
+
+    memory_read_only = False  # whether the state's memory is a read-only array (a file map)
+
+    @property
+    def state_type(self):
+        """numba type of the storage state every context of this manager hands to decoders."""
+        memory = np.zeros(0, np.uint8)
+        memory.setflags(write=not self.memory_read_only)
+        return numba.typeof((memory, np.zeros(0, np.int64), np.int64(self.page_shift), self.sorted_ptrs,
+                             self.sorted_sizes))
 
     def compile_reader(self):
         """The ``read(ptr, storage_state) -> uint8 array`` given to decoders (see `ffcv.pipeline.storage`)."""

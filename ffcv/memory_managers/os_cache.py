@@ -11,6 +11,9 @@ import numpy as np
 
 from .base import MemoryContext, MemoryManager, check_unchanged, open_unchanged
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+
 
 class OSCacheContext(MemoryContext):
     def __init__(self, manager: 'OSCacheManager'):
@@ -29,6 +32,8 @@ class OSCacheManager(MemoryManager):
     replacing the path later (as `DatasetWriter` does) does not affect it; a file replaced before the
     first epoch, or modified in place, raises `CorruptFileError` at the start of an epoch.
     """
+
+    memory_read_only = True
 
     def __init__(self, reader):
         super().__init__(reader)

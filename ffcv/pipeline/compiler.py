@@ -20,10 +20,12 @@ class Compiler:
     identical results (slow, but debuggable with pdb and ordinary tracebacks).
     """
     is_enabled: bool = not _env_flag('FFCV_DISABLE_JIT')
+    num_threads: int = 1  # numba's thread count as last set by `set_num_threads` (FFCV's attribute)
 
     @classmethod
-    def set_enabled(cls, enabled: bool) -> None:
-        cls.is_enabled = bool(enabled)
+    def set_enabled(cls, b: bool) -> None:
+        """Compile pipelines (True, the default) or run them as plain Python (False)."""
+        cls.is_enabled = bool(b)
 
     @classmethod
     def set_num_threads(cls, n: int) -> None:
@@ -31,7 +33,8 @@ class Compiler:
         process may use). The loader's threads are `Loader(num_workers=...)`: each runs the compiled steps of
         whole batches, one at a time, so the loader itself never compiles parallel code."""
         wanted = available_cpus() if n < 1 else int(n)
-        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+        cls.num_threads = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(cls.num_threads)
 
     @classmethod
     def compile(cls, code: Callable, signature: Optional[object] = None) -> Callable:

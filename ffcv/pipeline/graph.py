@@ -16,9 +16,11 @@ import torch
 from .allocation_query import AllocationQuery, allocate_query
 from .compiler import Compiler
 from .operation import Operation
-from .pipeline_spec import PipelineError
+from .pipeline_spec import PipelineError, pipeline_error
 from .seeding import batch_seeds
 from .state import State, initial_state
+
+INITIAL_STATE = initial_state()  # what every decoder receives (State is frozen: one shared value)
 
 
 @dataclass
@@ -85,14 +87,14 @@ class OutputPipeline:
 
     def declare(self) -> None:
         """Run declare_state_and_memory along the chain (at build time and at each epoch)."""
-        state = initial_state()
+        state = INITIAL_STATE
         for step in self.steps:
             try:
                 new_state, allocation = step.operation.declare_state_and_memory(state)
             except PipelineError:
                 raise
             except Exception as exc:
-                raise PipelineError(f'{self.describe(step)}: {exc}') from exc
+                raise pipeline_error(f'{self.describe(step)}: {exc}', exc) from exc
             if step.position > 0 and new_state.jit_mode and not state.jit_mode:
                 raise PipelineError(f'{self.describe(step)} works on NumPy arrays but receives a torch tensor; '
                                     'move it before ToTensor()')
@@ -108,7 +110,7 @@ class OutputPipeline:
             try:
                 step.generate()
             except Exception as exc:
-                raise PipelineError(f'{self.describe(step)}: generate_code failed: {exc}') from exc
+                raise pipeline_error(f'{self.describe(step)}: generate_code failed: {exc}', exc) from exc
 
     def allocate(self, batch_size: int, slots: int, pin: bool, previous: Dict) -> None:
         """Per-slot buffers for this epoch (reusing the previous epoch's when the request is unchanged)."""
@@ -132,7 +134,7 @@ class OutputPipeline:
         count = indices.shape[0]
         result = None
         for step in self.steps:
-            destination = _slot_view(step.buffers, slot, count)
+            destination = select_buffer(step.buffers, slot, count)
             seeds = step.seeds(seed, epoch, indices) if step.with_seeds else None
             started = time.perf_counter() if self.on_step is not None else 0.0
             if step.position == 0:
@@ -144,9 +146,10 @@ class OutputPipeline:
         return result
 
 
-def _slot_view(buffers, slot: int, count: int):
-    if buffers is None:
+def select_buffer(buffer, batch_slot: int, count: int):
+    """The first `count` rows of slot `batch_slot` of a step's buffers (a tuple of them for several)."""
+    if buffer is None:
         return None
-    if isinstance(buffers, tuple):
-        return tuple(b[slot][:count] for b in buffers)
-    return buffers[slot][:count]
+    if isinstance(buffer, tuple):
+        return tuple(b[batch_slot][:count] for b in buffer)
+    return buffer[batch_slot][:count]

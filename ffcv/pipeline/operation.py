@@ -36,6 +36,9 @@ from typing import Callable, Optional, Tuple
 from .allocation_query import Allocation
 from .state import State
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from .allocation_query import AllocationQuery  # noqa: F401
+
 
 class Operation(ABC):
     """Base class of decoders and transforms (see the module docstring for the protocol)."""

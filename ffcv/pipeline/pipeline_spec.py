@@ -10,6 +10,24 @@ class PipelineError(ValueError):
     """A pipeline cannot work as specified; the message names the pipeline, the step and the fix."""
 
 
+_ERROR_KINDS = {}
+
+
+def pipeline_error(message: str, cause: BaseException) -> PipelineError:
+    """A PipelineError carrying `message` that is also an instance of `cause`'s built-in class, so code
+    written for FFCV that catches, say, the TypeError an operation raised still catches it."""
+    kind = type(cause)
+    if issubclass(PipelineError, kind) or kind.__module__ != 'builtins':
+        return PipelineError(message)
+    if kind not in _ERROR_KINDS:
+        try:
+            _ERROR_KINDS[kind] = type(f'Pipeline{kind.__name__}', (PipelineError, kind),
+                                      {'__str__': BaseException.__str__, '__module__': __name__})
+        except TypeError:  # incompatible layout (OSError and its kin): the plain kind
+            _ERROR_KINDS[kind] = PipelineError
+    return _ERROR_KINDS[kind](message)
+
+
 class PipelineSpec:
     """Source field, decoder and transforms of one output of a `Loader`.
 

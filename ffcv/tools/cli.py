@@ -29,8 +29,8 @@ from ..fields import BytesField, FloatField, IntField, RGBImageField
 from ..fields.base import Field
 from ..fields.rgb_image import IMAGE_MODES, WRITE_MODES
 from ..reader import CorruptFileError, Reader
-from ..types import (DEFAULT_PAGE_SIZE, FieldDescType, HeaderType, align_to_page, column_name,
-                    type_id_to_handler)
+from ..types import TYPE_ID_HANDLER, DEFAULT_PAGE_SIZE, FieldDescType, HeaderType, column_name
+from ..utils import align_to_page
 
 __all__ = ['main', 'build_parser', 'inspect_file', 'CommandError']
 
@@ -101,7 +101,7 @@ def _open_reader(path: str, custom_specs: Sequence[str] = ()) -> Reader:
 def _field_class_name(reader: Reader, index: int) -> str:
     """Class that wrote column `index`: the built-in name for its type id, or the custom class."""
     type_id = int(reader.field_descriptors[index]['type_id'])
-    builtin = type_id_to_handler().get(type_id)
+    builtin = TYPE_ID_HANDLER.get(type_id)
     if builtin is not None:
         return builtin.__name__
     return type(list(reader.handlers.values())[index]).__name__

@@ -18,6 +18,11 @@ from ..pipeline.operation import Operation
 from ..pipeline.seeding import uniform
 from ._checks import require_uint8_images, writable
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 _RED, _GREEN, _BLUE = np.float32(0.2989), np.float32(0.587), np.float32(0.114)
 _TOP = np.float32(255.0)
 _ZERO = np.float32(0.0)

@@ -6,6 +6,9 @@ from dataclasses import replace
 from ..pipeline.operation import Operation
 from ..pipeline.state import State
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+
 
 class Squeeze(Operation):
     """Remove size-1 per-sample dimensions (all of them, or the given batch dims) of a torch batch."""

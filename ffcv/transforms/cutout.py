@@ -11,6 +11,11 @@ from ..pipeline.operation import Operation
 from ..pipeline.seeding import randint
 from ._checks import fill_values, require_numpy_images, writable
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 
 @numba.njit(nogil=True, cache=True)
 def cutout_kernel(images, corners, crop_size, fill):

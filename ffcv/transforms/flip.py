@@ -12,6 +12,11 @@ from ..pipeline.seeding import uniform
 from ..pipeline.compiler import run_kernel
 from ._checks import require_numpy_images, writable
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 
 # OpenCV's flip (SIMD, about 3x faster than the compiled loop on 160x160 RGB) pays ~1 us per call, so
 # it takes images of at least this many pixels; smaller ones are mirrored by the compiled kernel.

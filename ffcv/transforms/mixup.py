@@ -23,6 +23,10 @@ from ..pipeline.operation import Operation
 from ..pipeline.seeding import uniform
 from ._checks import require_numpy_labels, require_uint8_images
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 MIXUP_SEED_KEY = zlib.crc32(b'ffcv.transforms.mixup')  # shared by ImageMixup and LabelMixup
 
 

@@ -8,6 +8,9 @@ import torch
 from ..pipeline.operation import Operation
 from ..pipeline.state import State
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+
 
 class ModuleWrapper(Operation):
     """Apply `module` to the batch tensor. Modules placed directly in a pipeline are wrapped automatically.

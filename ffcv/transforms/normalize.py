@@ -22,6 +22,15 @@ from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
 from .ops import torch_dtype_of
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
+
+def ch_dtype_from_numpy(dtype) -> torch.dtype:
+    """torch dtype matching a NumPy dtype (FFCV's name for `ffcv.transforms.ops.torch_dtype_of`)."""
+    return torch_dtype_of(dtype)
+
 
 def lookup_table(mean, std, dtype) -> np.ndarray:
     """(256, C) table of (v - mean[c]) / std[c] for v in 0..255, computed in float64, stored in `dtype`
@@ -122,14 +131,25 @@ class NormalizeImage(Operation):
                 AllocationQuery(shape, output_dtype, self._device))
 
     def generate_code(self):
+        return self.generate_code_cpu() if self.mode == 'cpu' else self.generate_code_gpu()
+
+    def generate_code_cpu(self):
+        """The NumPy path (before ToTensor): the compiled lookup over the batch."""
+        tables = np.ascontiguousarray(self.lookup_table.T)  # (C, 256): the compiled kernel's layout
+
+        def normalize(images, destination):
+            pixels = images.reshape(images.shape[0], -1, images.shape[-1])
+            run_kernel(normalize_kernel, pixels, tables, destination.reshape(pixels.shape))
+            return destination
+        normalize.python_code = True
+        return normalize
+
+    def generate_code_gpu(self):
+        """The torch path (after ToTorchImage, FFCV's 'gpu' mode): torch ops on a CUDA device, the compiled
+        lookup on a CPU tensor's memory."""
         table = self.lookup_table
-        tables = np.ascontiguousarray(table.T)  # (C, 256): the compiled kernel's layout
-        if self.mode == 'cpu':
-            def normalize(images, destination):
-                pixels = images.reshape(images.shape[0], -1, images.shape[-1])
-                run_kernel(normalize_kernel, pixels, tables, destination.reshape(pixels.shape))
-                return destination
-        elif self._device.type == 'cpu':
+        tables = np.ascontiguousarray(table.T)
+        if self._device.type == 'cpu':
             def normalize(images, destination):  # the compiled kernel on the tensors' memory
                 count, channels, height, width = images.shape
                 pixels = images.permute(0, 2, 3, 1).numpy().reshape(count, -1, channels)  # copies if not channels-last

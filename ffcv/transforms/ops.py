@@ -16,6 +16,13 @@ def _python(fn):
     return fn
 
 
+def numpy_dtype_of(dtype) -> np.dtype:
+    """NumPy dtype matching a torch (or NumPy) dtype."""
+    if isinstance(dtype, torch.dtype):
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    return np.dtype(dtype)
+
+
 def torch_dtype_of(dtype) -> torch.dtype:
     """torch dtype matching a NumPy (or torch) dtype."""
     if isinstance(dtype, torch.dtype):
@@ -155,21 +162,27 @@ class Convert(Operation):
 
 
 class View(Operation):
-    """Reinterpret the bits of the batch as `target_dtype` (same item size); result is a torch tensor."""
+    """Reinterpret the bits of the batch as `target_dtype` (same item size), without a copy.
+
+    A NumPy batch stays a NumPy array (``ndarray.view``: e.g. the int16 bits of the CPU `NormalizeImage`
+    as float16, before ToTensor()); a torch batch stays a tensor (``Tensor.view``). `target_dtype` may be
+    a NumPy or a torch dtype either way.
+    """
 
     def __init__(self, target_dtype):
         super().__init__()
         self.target_dtype = target_dtype
 
     def declare_state_and_memory(self, previous_state: State):
-        target = torch_dtype_of(self.target_dtype)
-        return replace(previous_state, jit_mode=False, dtype=target), None
+        if previous_state.jit_mode:
+            return replace(previous_state, dtype=numpy_dtype_of(self.target_dtype)), None
+        return replace(previous_state, dtype=torch_dtype_of(self.target_dtype)), None
 
     def generate_code(self):
-        target = torch_dtype_of(self.target_dtype)
+        numpy_target, torch_target = numpy_dtype_of(self.target_dtype), torch_dtype_of(self.target_dtype)
 
         def view(batch, destination):
             if isinstance(batch, np.ndarray):
-                batch = torch.from_numpy(batch)
-            return batch.view(target)
+                return batch.view(numpy_target)
+            return batch.view(torch_target)
         return _python(view)

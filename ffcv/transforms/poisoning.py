@@ -10,6 +10,11 @@ from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
 from ._checks import is_selected, require_uint8_images, selection, writable
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 
 @numba.njit(nogil=True, cache=True)
 def poison_kernel(images, indices, mask, rest, keep, add, low, high):

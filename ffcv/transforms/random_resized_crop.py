@@ -17,6 +17,10 @@ from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
 from ._checks import require_uint8_images
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..pipeline.compiler import Compiler  # noqa: F401
+from ..pipeline.state import State  # noqa: F401
+
 
 def resized_crop_kernel(images: np.ndarray, windows: np.ndarray, destination: np.ndarray) -> np.ndarray:
     """destination[i] = images[i][top:top + h, left:left + w] resized with INTER_AREA, (top, left, h, w) = windows[i].

@@ -6,6 +6,9 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..reader import Reader  # noqa: F401
+
 
 def distributed_rank_and_size() -> Tuple[int, int]:
     """(rank, world size) from the initialised torch.distributed process group."""

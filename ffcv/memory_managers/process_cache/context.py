@@ -27,6 +27,9 @@ import numpy as np
 from ..base import ContextClosedError, MemoryContext
 from .schedule import EpochSchedule
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ..base import MemoryManager  # noqa: F401
+
 # Page states.
 WAITING, READING, LOADED, FAILED, RELEASED = range(5)
 _JOIN_TIMEOUT_S = 5.0

@@ -11,6 +11,10 @@ from ..base import MemoryManager, check_unchanged, open_unchanged
 from .context import ProcessCacheContext, _PageCache
 from .schedule import EpochSchedule, build_schedule, page_data_ends
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from ...pipeline.compiler import Compiler  # noqa: F401
+from ..base import MemoryContext  # noqa: F401
+
 
 def physical_memory() -> int:
     """Bytes of RAM of this machine (0 if unknown)."""
