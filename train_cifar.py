@@ -9,15 +9,17 @@ examples/cifar/README.md, each from a logged run.
         --data.train_dataset=/data/cifar_beton/train.beton --data.val_dataset=/data/cifar_beton/test.beton
 
 Any parameter can be overridden with --section.key=value; --training.resume=RUN/checkpoint.pt continues a run
-exactly where it stopped (mid-epoch included).
+exactly where it stopped (mid-epoch included). FFCV's own examples/cifar/default_config.yaml loads unchanged.
 """
 from __future__ import annotations
 
 import sys
 import time
 import uuid
+import warnings
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,7 +42,8 @@ CONFIG = Config()
 Section('data', 'datasets', config_descriptor=CONFIG).params(
     train_dataset=Param(str, 'train .beton (empty: build the embedded dataset)', default=''),
     val_dataset=Param(str, 'test .beton (empty: the embedded test split)', default=''),
-    num_workers=Param(int, 'loader threads (-1: all CPUs)', default=-1),
+    num_workers=Param(int, 'loader threads (-1: all CPUs), unless training.num_workers is set', default=-1),
+    gpu=Param(int, 'CUDA device index when training.device is cuda (or auto on a GPU machine)', default=0),
     embedded_train_size=Param(int, 'samples of the embedded train split', default=5000),
     embedded_test_size=Param(int, 'samples of the embedded test split', default=1000))
 Section('training', 'optimisation', config_descriptor=CONFIG).params(
@@ -54,6 +57,8 @@ Section('training', 'optimisation', config_descriptor=CONFIG).params(
     lr_tta=Param(Boolean(), 'test-time augmentation: add the logits of the flipped image', default=True),
     seed=Param(int, 'seed of the order, the augmentations and the model init', default=0),
     device=Param(str, "'auto' (cuda if available), 'cuda', 'cpu'", default='auto'),
+    num_workers=Param(int, "FFCV's name for the loader threads: when set it replaces data.num_workers (FFCV's "
+                           'script read only this one)', default=None),
     max_steps=Param(int, 'stop after this many steps in total (0: no limit; for smoke tests)', default=0),
     checkpoint_every=Param(int, 'also checkpoint every N steps (0: only at the end of each epoch)', default=0),
     resume=Param(str, 'checkpoint to continue from', default=''))
@@ -68,6 +73,24 @@ CIFAR_MEAN, CIFAR_STD = [125.307, 122.961, 113.8575], [51.5865, 50.847, 51.255]
 
 
 # --- Data ---
+def pick_device(name: str, gpu: int) -> torch.device:
+    """training.device ('auto': cuda if available), with data.gpu as the CUDA index (FFCV's data.gpu)."""
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device('cuda', gpu) if name == 'cuda' else torch.device(name)
+
+
+def loader_threads(data_workers: int, ffcv_workers: Optional[int]) -> int:
+    """data.num_workers, or FFCV's training.num_workers when that is set (FFCV read only that key); a
+    different explicit data.num_workers beside it is reported, not dropped silently."""
+    if ffcv_workers is None:
+        return data_workers
+    if data_workers not in (-1, ffcv_workers):
+        warnings.warn(f'data.num_workers={data_workers} is ignored: training.num_workers={ffcv_workers} '
+                      "(FFCV's key) is set and wins", stacklevel=2)
+    return ffcv_workers
+
+
 def dataset_paths(data: Settings) -> tuple:
     """(train, test) .beton paths: the configured ones, or the embedded dataset (built once, then cached)."""
     if data.train_dataset:
@@ -84,7 +107,8 @@ def make_loader(path: str, train: bool, s: Settings, device: torch.device, mean,
     image = [SimpleRGBImageDecoder(), *augment, ToTensor(), *on_gpu, ToTorchImage(), Convert(dtype),
              ModuleWrapper(torchvision.transforms.Normalize(mean, std))]
     label = [IntDecoder(), ToTensor(), *on_gpu, Squeeze()]
-    return Loader(path, batch_size=s.training.batch_size, num_workers=s.data.num_workers,
+    return Loader(path, batch_size=s.training.batch_size,
+                  num_workers=loader_threads(s.data.num_workers, s.training.num_workers),
                   order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
                   seed=s.training.seed, pipelines={'image': image, 'label': label})
 
@@ -168,9 +192,10 @@ def print_epoch(record: dict) -> None:
 
 
 def train(s: Settings, logger: RunLogger, folder: Path) -> dict:
-    device = torch.device(s.training.device if s.training.device != 'auto'
-                          else ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = pick_device(s.training.device, s.data.gpu)
     amp = device.type == 'cuda'
+    if amp:
+        torch.cuda.set_device(device)
     torch.manual_seed(s.training.seed)
     train_path, test_path = dataset_paths(s.data)
     train_loader = make_loader(train_path, True, s, device, CIFAR_MEAN, CIFAR_STD)

@@ -14,11 +14,14 @@ each from a logged run (none yet).
 Batch sizes are per process (GPU); lr.lr is the peak LR of the config's global batch (batch x dist.world_size),
 and a launch with another number of processes is refused unless --dist.world_size says so (then scale lr.lr
 linearly, see examples/imagenet/README.md). Several nodes: torchrun's --nnodes/--node_rank/--rdzv_* arguments.
+ffcv-imagenet's own YAML files work unchanged: with training.distributed=1 a plain `python` launch starts
+dist.world_size processes itself (rendezvous at dist.address:dist.port), as ffcv-imagenet did.
 --training.resume=RUN/checkpoint.pt continues a stopped run mid-epoch; SIGTERM or Ctrl-C checkpoints and exits.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import uuid
@@ -58,7 +61,8 @@ Section('data', 'datasets', config_descriptor=CONFIG).params(
     val_dataset=Param(str, 'validation .beton', required=True),
     num_workers=Param(int, 'loader threads per process (< 1: every CPU)', required=True),
     in_memory=Param(Boolean(), 'true: map the train file in the OS page cache; false: stream it in '
-                               'QUASI_RANDOM order (bounded memory)', required=True))
+                               'QUASI_RANDOM order (bounded memory)', required=True),
+    gpu=Param(int, 'CUDA device of a single-process run (several processes: each uses its local rank)', default=0))
 Section('lr', 'per-iteration learning-rate schedule', config_descriptor=CONFIG).params(
     lr_schedule_type=Param(OneOf(['cyclic', 'step']), 'cyclic: linear up to lr_peak_epoch, linear down to 0; '
                                                        'step: multiply by step_ratio every step_length epochs',
@@ -83,17 +87,23 @@ Section('training', 'optimisation', config_descriptor=CONFIG).params(
     batch_size=Param(int, 'images per step per process (GPU)', default=512),
     optimizer=Param(OneOf(['sgd']), 'SGD with momentum (the only one)', default='sgd'),
     momentum=Param(float, 'SGD momentum', default=0.9),
-    weight_decay=Param(float, 'L2 decay of every parameter whose name lacks "bn"', default=4e-5),
+    weight_decay=Param(float, 'L2 decay (of the parameters bn_wd leaves decayed)', default=4e-5),
+    bn_wd=Param(Boolean(), 'false: no decay for parameters whose name contains "bn" (as published); '
+                           'true: decay every parameter', default=False),
     epochs=Param(int, 'passes over the train set', default=30),
     label_smoothing=Param(float, 'cross-entropy label smoothing', default=0.1),
     use_blurpool=Param(Boolean(), 'blur before the strided convolutions of >= 16 channels', default=False),
     seed=Param(int, 'seed of the order, the augmentations and the model init', default=0),
     max_steps=Param(int, 'stop (with a checkpoint) after this many steps in total; 0: no limit', default=0),
     checkpoint_every=Param(int, 'also checkpoint every N steps (0: at the end of each epoch only)', default=0),
-    resume=Param(str, 'checkpoint.pt of a stopped run to continue', default=''))
+    resume=Param(str, 'checkpoint.pt of a stopped run to continue', default=''),
+    distributed=Param(Boolean(), 'plain `python` launch: true starts dist.world_size processes itself; '
+                                 'ignored under torchrun (which starts them)', default=False))
 Section('dist', 'processes', config_descriptor=CONFIG).params(
-    world_size=Param(int, 'processes (GPUs) the config is tuned for; must equal torchrun\'s WORLD_SIZE',
-                     default=1))
+    world_size=Param(int, 'processes (GPUs) the config is tuned for; must equal the number launched',
+                     default=1),
+    address=Param(str, 'rendezvous host of the processes training.distributed starts', default='localhost'),
+    port=Param(int, 'rendezvous port of the processes training.distributed starts', default=12355))
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255  # per channel, 0-255 scale
 IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
@@ -137,14 +147,20 @@ class Process:
         self.stop_group = None
 
 
-def setup_process() -> Process:
+def pick_device(gpu: int, world_size: int, local_rank: int) -> torch.device:
+    """cuda:`gpu` (data.gpu) for a single process, cuda:`local_rank` for each of several; CPU without CUDA."""
+    if not torch.cuda.is_available():
+        return torch.device('cpu')
+    return torch.device('cuda', gpu if world_size == 1 else local_rank)
+
+
+def setup_process(gpu: int = 0) -> Process:
     """Rank, world size and device from torchrun's environment (a plain `python` launch is rank 0 of 1);
     joins the process group when there are several processes: NCCL on GPUs, gloo on CPUs."""
     rank, world_size = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
-    device = torch.device('cpu')
-    if torch.cuda.is_available():
-        device = torch.device('cuda', local_rank)
+    device = pick_device(gpu, world_size, local_rank)
+    if device.type == 'cuda':
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     process = Process(rank, local_rank, world_size, device)
@@ -153,6 +169,37 @@ def setup_process() -> Process:
                                 device_id=device if device.type == 'cuda' else None)
         process.stop_group = dist.new_group(backend='gloo') if device.type == 'cuda' else dist.group.WORLD
     return process
+
+
+def run_rank(local_rank: int, argv: List[str], world_size: int, address: str, port: int) -> None:
+    """A process started by spawn_processes: torchrun's environment variables for this rank, then main()."""
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR=address, MASTER_PORT=str(port))
+    main(argv)
+
+
+def spawn_processes(argv: List[str], world_size: int, address: str, port: int) -> dict:
+    """training.distributed without torchrun: run `world_size` ranks on this machine (as ffcv-imagenet's
+    torch.multiprocessing.spawn did). Like torchrun, a SIGTERM or Ctrl-C here reaches every rank as SIGTERM
+    (each one checkpoints and stops); a failing rank stops the others and raises here."""
+    if torch.cuda.is_available() and world_size > torch.cuda.device_count():
+        raise ConfigError(f'training.distributed: dist.world_size={world_size} processes need as many GPUs, '
+                          f'this machine has {torch.cuda.device_count()}')
+    ranks = torch.multiprocessing.start_processes(run_rank, args=(argv, world_size, address, port),
+                                                  nprocs=world_size, join=False, start_method='spawn')
+
+    def forward(signum, frame):
+        for child in ranks.processes:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not ranks.join():
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return {'spawned_processes': world_size}
 
 
 def all_sum(values: List, process: Process) -> List[float]:
@@ -167,7 +214,8 @@ def check_world_size(expected: int, actual: int, batch_size: int, lr: float) -> 
     if expected != actual:
         raise ConfigError(
             f'this config is tuned for dist.world_size={expected} processes (global batch {expected * batch_size}, '
-            f'peak LR {lr}) but {actual} were launched. Launch {expected} (torchrun --nproc_per_node=...), or pass '
+            f'peak LR {lr}) but {actual} were launched. Launch {expected} (torchrun --nproc_per_node=..., or '
+            f'--training.distributed=1 without torchrun), or pass '
             f'--dist.world_size={actual} and scale the LR with the global batch, e.g. '
             f'--lr.lr={lr * actual / expected:.4g} (see examples/imagenet/README.md)')
 
@@ -247,12 +295,14 @@ def build_model(arch: str, pretrained: bool, use_blurpool: bool) -> nn.Module:
     return model
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
-    """SGD groups: no decay for parameters whose name contains "bn" (with torchvision's names: bn1/bn2/bn3,
-    not the downsample BatchNorms nor fc.bias), `weight_decay` for the others."""
+def param_groups(model: nn.Module, weight_decay: float, bn_wd: bool = False) -> List[dict]:
+    """SGD groups (exempt, decayed). bn_wd false, as published: no decay for parameters whose name contains
+    "bn" (with torchvision's names: bn1/bn2/bn3, not the downsample BatchNorms nor fc.bias), `weight_decay`
+    for the others; bn_wd true: `weight_decay` for every parameter (the first group is empty)."""
     named = list(model.named_parameters())
-    return [{'params': [p for name, p in named if 'bn' in name], 'weight_decay': 0.0},
-            {'params': [p for name, p in named if 'bn' not in name], 'weight_decay': weight_decay}]
+    exempt = {name for name, _ in named if 'bn' in name and not bn_wd}
+    return [{'params': [p for name, p in named if name in exempt], 'weight_decay': 0.0},
+            {'params': [p for name, p in named if name not in exempt], 'weight_decay': weight_decay}]
 
 
 def load_weights(model: nn.Module, path: str) -> None:
@@ -377,7 +427,7 @@ def train(s: Settings, process: Process, logger: RunLogger, folder: Path) -> dic
                                  s.validation.resolution, process)
     model = build_model(s.model.arch, s.model.pretrained, s.training.use_blurpool)
     model = model.to(device, memory_format=torch.channels_last)  # the layout the loader delivers
-    optimizer = torch.optim.SGD(param_groups(model, s.training.weight_decay), lr=0.0,
+    optimizer = torch.optim.SGD(param_groups(model, s.training.weight_decay, s.training.bn_wd), lr=0.0,
                                 momentum=s.training.momentum)
     scaler = torch.amp.GradScaler('cuda', enabled=amp)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=s.training.label_smoothing)
@@ -460,7 +510,10 @@ def evaluate_saved(s: Settings, process: Process, logger: RunLogger, folder: Pat
 def main(argv=None) -> dict:
     parse_config(CONFIG, argv, __doc__)
     s = settings_of(CONFIG)
-    process = setup_process()
+    if s.training.distributed and s.dist.world_size > 1 and 'RANK' not in os.environ:  # not under torchrun
+        return spawn_processes(sys.argv[1:] if argv is None else list(argv), s.dist.world_size, s.dist.address,
+                               s.dist.port)
+    process = setup_process(s.data.gpu)
     try:
         resumed = Path(s.training.resume).parent if s.training.resume else None
         folder = resumed or Path(s.logging.folder) / (s.logging.run_name or uuid.uuid4().hex[:12])

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from helpers import load_script
 
 # Files written by FFCV 1.0.2, committed with the tests (regenerate: tests/data/ffcv_fixtures/README.md).
 FIXTURES = Path(__file__).resolve().parent / 'data' / 'ffcv_fixtures'
@@ -66,3 +69,22 @@ def tmp_beton(tmp_path):
     """Factory for output paths inside the test's temp dir."""
     counter = iter(range(10**6))
     return lambda name='data': os.fspath(tmp_path / f'{name}_{next(counter)}.beton')
+
+
+@pytest.fixture(scope='session')
+def imagenet_tiny(tmp_path_factory):
+    """4 classes of 10 train / 5 val JPEG photos (48-96 px) in ImageFolder layout, written by write_imagenet.py."""
+    root = tmp_path_factory.mktemp('imagefolder')
+    rng = np.random.default_rng(7)
+    for split, count in (('train', 10), ('val', 5)):
+        for label in range(4):
+            folder = root / split / f'n{label:08d}'
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = photo_like(rng, int(rng.integers(48, 97)), int(rng.integers(48, 97)))
+                Image.fromarray(image).save(folder / f'{i}.JPEG', quality=90)
+    writer = load_script('examples/imagenet/write_imagenet.py')
+    out = tmp_path_factory.mktemp('beton')
+    assert writer.main(['--root', str(root), '--out', str(out), '--preset', 'rn18', '--max-resolution', '64',
+                        '--num-workers', '1']) == 0
+    return str(out / 'train_64_0.10_90.beton'), str(out / 'val_64_0.10_90.beton')

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ffcv.imaging.area_resize import area_resize
-from ffcv.fields.rgb_image import resize_to_max_side
+from ffcv.fields.rgb_image import resizer
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -34,7 +34,7 @@ def test_other_cases_are_opencv_too(shape, size, rng):
 
 def test_writer_rule_uses_it(rng):
     image = rng.integers(0, 256, (437, 425, 3), dtype=np.uint8)
-    out = resize_to_max_side(image, 256)
+    out = resizer(image, 256)
     assert out.shape == (256, 248, 3)
     np.testing.assert_array_equal(out, cv2.resize(image, (248, 256), interpolation=cv2.INTER_AREA))
 

@@ -70,15 +70,6 @@ def test_config_has_the_published_values(recipe, family, epochs):
     assert first_line.startswith(f'# Published: top-1 {top_1:.3f} in {minutes:.1f} min on {setup}'), first_line
 
 
-@pytest.mark.parametrize('key', ['data.gpu', 'training.bn_wd', 'training.distributed', 'dist.port'])
-def test_dead_ffcv_imagenet_keys_are_rejected(recipe, tmp_path, key):
-    section, name = key.split('.')
-    bad = tmp_path / 'old.yaml'
-    bad.write_text(config_path('rn18', 16).read_text().replace(f'\n{section}:\n', f'\n{section}:\n  {name}: 0\n'))
-    with pytest.raises(ConfigError, match=f"unknown key '{key}'"):
-        parse_config(recipe.CONFIG, ['--config-file', str(bad), '--data.val_dataset=v.beton'])
-
-
 @pytest.mark.parametrize('family,epochs', CONFIGS)
 def test_resolution_at_every_epoch(recipe, family, epochs):
     s = load(recipe, family, epochs)

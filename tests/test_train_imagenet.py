@@ -7,17 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from ffcv.runs.config import ConfigError
 from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.reader import Reader
 
-from conftest import photo_like
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,28 +29,10 @@ def recipe():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    """4 classes of 10 train / 5 val JPEG photos (48-96 px) in ImageFolder layout, written by write_imagenet.py."""
-    root = tmp_path_factory.mktemp('imagefolder')
-    rng = np.random.default_rng(7)
-    for split, count in (('train', 10), ('val', 5)):
-        for label in range(4):
-            folder = root / split / f'n{label:08d}'
-            folder.mkdir(parents=True)
-            for i in range(count):
-                image = photo_like(rng, int(rng.integers(48, 97)), int(rng.integers(48, 97)))
-                Image.fromarray(image).save(folder / f'{i}.JPEG', quality=90)
-    writer = load_script('examples/imagenet/write_imagenet.py')
-    out = tmp_path_factory.mktemp('beton')
-    assert writer.main(['--root', str(root), '--out', str(out), '--preset', 'rn18', '--max-resolution', '64',
-                        '--num-workers', '1']) == 0
-    return str(out / 'train_64_0.10_90.beton'), str(out / 'val_64_0.10_90.beton')
-
-
-def run_args(tiny, folder, name, *extra):
-    return ['--config-file', RN18_16, f'--data.train_dataset={tiny[0]}', f'--data.val_dataset={tiny[1]}',
-            '--data.num_workers=1', '--training.batch_size=8', '--validation.batch_size=8', '--lr.lr=0.02',
+def run_args(imagenet_tiny, folder, name, *extra):
+    return ['--config-file', RN18_16, f'--data.train_dataset={imagenet_tiny[0]}',
+            f'--data.val_dataset={imagenet_tiny[1]}', '--data.num_workers=1', '--training.batch_size=8',
+            '--validation.batch_size=8', '--lr.lr=0.02',
             '--resolution.min_res=32', '--resolution.max_res=32', '--validation.resolution=32',
             f'--logging.folder={folder}', f'--logging.run_name={name}', *extra]
 
@@ -97,8 +76,8 @@ def test_weight_decay_skips_exactly_the_bn_named_parameters(recipe, arch, batchn
     assert len(kept_bn) == 2 * downsample and 'fc.bias' in decayed and 'layer2.0.downsample.0.conv.weight' in decayed
 
 
-def test_two_step_run_then_eval_only(recipe, tiny, tmp_path):
-    summary = recipe.main(run_args(tiny, tmp_path, 'one', '--training.epochs=1', '--training.batch_size=16'))
+def test_two_step_run_then_eval_only(recipe, imagenet_tiny, tmp_path):
+    summary = recipe.main(run_args(imagenet_tiny, tmp_path, 'one', '--training.epochs=1', '--training.batch_size=16'))
     run = tmp_path / 'one'
     assert summary['steps'] == 2 and summary['val_images'] == 20 and summary['world_size'] == 1
     lines = read_log(run)
@@ -107,28 +86,29 @@ def test_two_step_run_then_eval_only(recipe, tiny, tmp_path):
     assert {'config.yaml', 'run.json', 'checkpoint.pt', 'final_weights.pt'} <= {p.name for p in run.iterdir()}
     weights = torch.load(run / 'final_weights.pt')
     torch.save({f'module.{k}': v for k, v in weights.items()}, tmp_path / 'ddp_style.pt')   # DDP-prefixed names
-    again = recipe.main(['--config-file', RN18_16, f'--data.val_dataset={tiny[1]}', '--data.num_workers=1',
+    again = recipe.main(['--config-file', RN18_16, f'--data.val_dataset={imagenet_tiny[1]}', '--data.num_workers=1',
                          '--validation.batch_size=8', '--validation.resolution=32', f'--logging.folder={tmp_path}',
                          '--training.eval_only=true', f'--training.checkpoint={tmp_path / "ddp_style.pt"}'])
     assert (again['top_1'], again['top_5'], again['val_images']) == (summary['top_1'], summary['top_5'], 20)
     assert again['val_loss'] == pytest.approx(summary['val_loss'], rel=1e-5)
     with pytest.raises(ConfigError, match='use_blurpool=true'):
-        recipe.main(['--config-file', RN18_16, f'--data.val_dataset={tiny[1]}', '--data.num_workers=1',
+        recipe.main(['--config-file', RN18_16, f'--data.val_dataset={imagenet_tiny[1]}', '--data.num_workers=1',
                      f'--logging.folder={tmp_path}', '--training.eval_only=true', '--training.use_blurpool=false',
                      f'--training.checkpoint={run / "final_weights.pt"}'])
 
 
-def test_rn50_config_on_one_process_is_refused(recipe, tiny, tmp_path):
+def test_rn50_config_on_one_process_is_refused(recipe, imagenet_tiny, tmp_path):
     with pytest.raises(ConfigError, match='dist.world_size=8.*1 were launched'):
         recipe.main(['--config-file', str(ROOT / 'rn50_configs' / 'rn50_16_epochs.yaml'),
-                     f'--data.train_dataset={tiny[0]}', f'--data.val_dataset={tiny[1]}', '--data.num_workers=1',
+                     f'--data.train_dataset={imagenet_tiny[0]}', f'--data.val_dataset={imagenet_tiny[1]}',
+                     '--data.num_workers=1',
                      f'--logging.folder={tmp_path}'])
 
 
-def test_two_process_gloo_ddp_under_torchrun(tiny, tmp_path):
+def test_two_process_gloo_ddp_under_torchrun(imagenet_tiny, tmp_path):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-               str(ROOT / 'train_imagenet.py'), *run_args(tiny, tmp_path, 'ddp', '--training.epochs=1',
+               str(ROOT / 'train_imagenet.py'), *run_args(imagenet_tiny, tmp_path, 'ddp', '--training.epochs=1',
                                                           '--dist.world_size=2')]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -147,7 +127,7 @@ RESUME_ARGS = ('--training.epochs=2', '--resolution.max_res=64', '--resolution.s
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(recipe, tiny, tmp_path_factory):
+def uninterrupted(recipe, imagenet_tiny, tmp_path_factory):
     folder, real_step, sides = tmp_path_factory.mktemp('straight'), recipe.train_step, []
 
     def recording_step(model, images, *args, **kwargs):
@@ -155,7 +135,7 @@ def uninterrupted(recipe, tiny, tmp_path_factory):
         return real_step(model, images, *args, **kwargs)
     recipe.train_step = recording_step
     try:
-        recipe.main(run_args(tiny, folder, 'straight', *RESUME_ARGS))
+        recipe.main(run_args(imagenet_tiny, folder, 'straight', *RESUME_ARGS))
     finally:
         recipe.train_step = real_step
     assert sides == [(32, 32)] * 5 + [(64, 64)] * 5                           # progressive resizing applied
@@ -176,8 +156,8 @@ def test_signals_stop_after_the_step_and_a_second_ctrl_c_interrupts(recipe):
 
 
 @pytest.mark.parametrize('how,stop_step', [('sigterm', 3), ('max_steps', 7)])
-def test_resume_after_a_stop_gives_the_uninterrupted_weights(recipe, tiny, tmp_path, uninterrupted, monkeypatch,
-                                                            how, stop_step):
+def test_resume_after_a_stop_gives_the_uninterrupted_weights(recipe, imagenet_tiny, tmp_path, uninterrupted,
+                                                            monkeypatch, how, stop_step):
     extra = list(RESUME_ARGS)
     if how == 'sigterm':  # the signal lands in the middle of step 3: that step completes, then the run stops
         real_step, calls = recipe.train_step, []
@@ -190,7 +170,7 @@ def test_resume_after_a_stop_gives_the_uninterrupted_weights(recipe, tiny, tmp_p
         monkeypatch.setattr(recipe, 'train_step', step_with_signal)
     else:
         extra.append(f'--training.max_steps={stop_step}')
-    stopped = recipe.main(run_args(tiny, tmp_path, 'cut', *extra))
+    stopped = recipe.main(run_args(imagenet_tiny, tmp_path, 'cut', *extra))
     assert stopped['stopped_at_step'] == stop_step
     monkeypatch.undo()
     checkpoint = tmp_path / 'cut' / 'checkpoint.pt'
@@ -198,7 +178,7 @@ def test_resume_after_a_stop_gives_the_uninterrupted_weights(recipe, tiny, tmp_p
     assert (state['step'], state['loader']['epoch'], state['loader']['batches_served']) == (
         stop_step, stop_step // 5, stop_step % 5)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL                  # handlers restored
-    recipe.main(run_args(tiny, tmp_path, 'cut', *RESUME_ARGS, f'--training.resume={checkpoint}'))
+    recipe.main(run_args(imagenet_tiny, tmp_path, 'cut', *RESUME_ARGS, f'--training.resume={checkpoint}'))
     straight = torch.load(uninterrupted / 'final_weights.pt')
     resumed = torch.load(tmp_path / 'cut' / 'final_weights.pt')
     assert straight.keys() == resumed.keys()
@@ -211,12 +191,12 @@ def test_resume_after_a_stop_gives_the_uninterrupted_weights(recipe, tiny, tmp_p
         assert (have['top_1'], have['step']) == (want['top_1'], want['step'])
 
 
-def test_write_imagenet_presets_and_names(tiny):
+def test_write_imagenet_presets_and_names(imagenet_tiny):
     writer = load_script('examples/imagenet/write_imagenet.py')
     assert writer.PRESETS['rn50'] == {'max_resolution': 500, 'compress_probability': 0.5, 'jpeg_quality': 90}
     assert writer.PRESETS['rn18'] == {'max_resolution': 400, 'compress_probability': 0.1, 'jpeg_quality': 90}
     assert writer.output_name('train', 500, 0.5, 90) == 'train_500_0.50_90.beton'
-    train, val = Reader(tiny[0]), Reader(tiny[1])
+    train, val = Reader(imagenet_tiny[0]), Reader(imagenet_tiny[1])
     assert (train.num_samples, val.num_samples) == (40, 20)
     images = train.metadata['f0']                                               # the 'image' field
     assert max(images['height'].max(), images['width'].max()) == 64               # longer sides capped at 64

@@ -57,15 +57,20 @@ def as_rgb_array(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def resize_to_max_side(image: np.ndarray, max_resolution: Optional[int]) -> np.ndarray:
-    """Downscale (never upscale) so the longer side is at most `max_resolution`, keeping the aspect ratio.
+def encode_jpeg(numpy_image: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG bytes (uint8 array) of an RGB image at `quality` (libjpeg-turbo through simplejpeg)."""
+    return np.frombuffer(jpeg.encode_jpeg(numpy_image, quality), dtype=np.uint8)
 
-    Same rule as FFCV: ratio = max_resolution / max(H, W); new (W, H) = floor(ratio * (W, H)), INTER_AREA.
+
+def resizer(image: np.ndarray, target_resolution: Optional[int]) -> np.ndarray:
+    """Downscale (never upscale) so the longer side is at most `target_resolution`, keeping the aspect ratio.
+
+    FFCV's rule: ratio = target_resolution / max(H, W); new (W, H) = floor(ratio * (W, H)), INTER_AREA.
     """
-    if max_resolution is None:
+    if target_resolution is None:
         return image
     height, width = image.shape[:2]
-    ratio = max_resolution / max(height, width)
+    ratio = target_resolution / max(height, width)
     if ratio >= 1:
         return image
     new_width, new_height = (int(v) for v in (ratio * np.array([width, height])).astype(int))
@@ -134,10 +139,10 @@ class RGBImageField(Field):
         return self.encode_row(destination, image, malloc, row=0)
 
     def encode_row(self, destination, image, malloc, row: int):
-        image = resize_to_max_side(as_rgb_array(image), self.max_resolution)
+        image = resizer(as_rgb_array(image), self.max_resolution)
         height, width = image.shape[:2]
         if self._use_jpeg(image, row):  # the row being written seeds 'proportion'
-            data = np.frombuffer(jpeg.encode_jpeg(image, self.jpeg_quality), dtype=np.uint8)
+            data = encode_jpeg(image, self.jpeg_quality)
             mode = IMAGE_MODES['jpg']
         else:
             data = image.reshape(-1)
