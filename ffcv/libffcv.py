@@ -31,7 +31,6 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-import ffcv  # noqa: F401  (FFCV's module binds `ffcv` when it imports its extension, ffcv._libffcv)
 
 from .imaging.area_resize import area_resize
 from .imaging.jpeg import decode_jpeg, jpeg_size
@@ -64,11 +63,7 @@ def _c_entry_point(name: str, function, restype, argtypes):
     """A ctypes function pointer (the type ``lib.<symbol>`` has) calling the Python `function`."""
     thunk = ctypes.CFUNCTYPE(restype, *argtypes)(function)
     _CALLBACKS.append(thunk)
-    return _as_lib_function(name, ctypes.cast(thunk, c_void_p).value, restype, argtypes)
-
-
-def _as_lib_function(name: str, address: int, restype, argtypes):
-    pointer = lib._FuncPtr(address)
+    pointer = lib._FuncPtr(ctypes.cast(thunk, c_void_p).value)
     pointer.argtypes, pointer.restype = argtypes, restype
     setattr(lib, name, pointer)
     return pointer

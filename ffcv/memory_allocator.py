@@ -51,7 +51,8 @@ class MemoryAllocator:
     Differences from FFCV's: entering returns the allocator (FFCV's returns None); a page with nothing
     allocated on it (after ``malloc(0)``) is still written, so later pages do not wait for it forever;
     a file longer than a page's offset raises IOError instead of misplacing the page; after `flush_page`
-    the page is done (FFCV's would wait forever on a second flush) and `malloc` starts a new one.
+    the page is done (FFCV's would wait forever on a second flush) and `malloc` starts a new one; the bytes
+    of a withdrawn sample are zeroed before its page is written (FFCV's leaves them, unreferenced).
     """
 
     def __init__(self, fname, offset_start, page_size):
@@ -109,17 +110,20 @@ class MemoryAllocator:
         return ptr, self.page_data[start:self.page_offset]
 
     def _start_new_page(self) -> None:
-        """Write the full page, book the next free one, and withdraw a sample split across the two."""
+        """Withdraw a sample split across pages, write the full page and book the next free one."""
+        split = False
+        while self.allocations and self.allocations[-1][0] == self.current_sample_id:
+            _, ptr, size = self.allocations.pop()
+            if self.my_page >= 0:  # still unwritten: leave no orphan bytes in the file
+                start = ptr - self.offset - self.my_page * self.page_size
+                self.page_data[start:start + size] = 0
+            split = True
         self.flush_page()
         with self.next_page_allocated.get_lock():
             self.my_page = self.next_page_allocated.value
             self.next_page_allocated.value += 1
         self.page_offset = 0
         self.page_data.fill(0)
-        split = False
-        while self.allocations and self.allocations[-1][0] == self.current_sample_id:
-            self.allocations.pop()
-            split = True
         if split:
             raise MemoryError(f'sample {self.current_sample_id} does not fit in the rest of its page; '
                               'allocate it again (it now starts on a new page)')

@@ -33,6 +33,7 @@ from .utils import align_to_page, available_cpus
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from .types import TYPE_ID_HANDLER  # noqa: F401
 from .utils import chunks, is_power_of_2  # noqa: F401
+from .memory_allocator import MemoryAllocator  # noqa: F401
 
 __all__ = ['DatasetWriter', 'DatasetWriteError', 'MIN_PAGE_SIZE', 'MAX_PAGE_SIZE']
 

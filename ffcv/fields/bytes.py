@@ -16,6 +16,7 @@ from .base import Field, empty_arguments
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
 from .base import ARG_TYPE  # noqa: F401
+from ..libffcv import memcpy  # noqa: F401
 
 BYTES_METADATA = np.dtype([('ptr', '<u8'), ('size', '<u8')])
 

@@ -22,6 +22,7 @@ from ..imaging.crop import center_crop_windows, random_resized_crop_windows
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
+from ..transforms.utils import fast_crop
 from ._decoding import NO_SIZES, annotate, batch_blobs, copy_blobs
 
 IMAGE_MODES = {'jpg': 0, 'raw': 1}  # how RGBImageField stores each image: its metadata's `mode` byte
@@ -138,6 +139,16 @@ class SimpleRGBImageDecoder(Operation):
         return decode
 
 
+# FFCV's crop functions, drawn from NumPy's global generator (our decoders draw seeded windows instead:
+# `crop_windows`). They are plain Python functions that `Compiler.compile` turns into numba code.
+get_random_crop = fast_crop.get_random_crop.py_func
+
+
+def get_center_crop(height, width, _, ratio):
+    """FFCV's center-crop window ``(top, left, side, side)``; the third argument is unused (FFCV's signature)."""
+    return fast_crop.get_center_crop(height, width, ratio)
+
+
 class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
     """Base of the decoders that crop a window of each image and resize it to `output_size` (h, w).
 
@@ -150,12 +161,18 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
     """
     needs_seeds = False
 
-    def __init__(self, output_size: Tuple[int, int], dct_scaling: bool = True, window_decoding: bool = True):
+    def __init__(self, output_size: Tuple[int, int], *, dct_scaling: bool = True, window_decoding: bool = True):
         super().__init__()
         self.output_size = output_size
         self.dct_scaling = dct_scaling
         self.window_decoding = window_decoding
         self._scratch = threading.local()
+
+    @property
+    def get_crop_generator(self):
+        """FFCV's crop function of this decoder (`get_random_crop` or `get_center_crop`), for FFCV code that
+        asks for it; the decoder itself draws seeded windows (`crop_windows`)."""
+        raise NotImplementedError(f'{type(self).__name__} has no crop function of its own')
 
     def declare_state_and_memory(self, previous_state):
         height, width = (int(s) for s in self.output_size)
@@ -225,9 +242,13 @@ class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):
 
     def __init__(self, output_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *, dct_scaling: bool = True,
                  window_decoding: bool = True):
-        super().__init__(output_size, dct_scaling, window_decoding)
+        super().__init__(output_size, dct_scaling=dct_scaling, window_decoding=window_decoding)
         self.scale = scale
         self.ratio = ratio
+
+    @property
+    def get_crop_generator(self):
+        return get_random_crop
 
     def crop_windows(self, heights, widths, seeds):
         out = np.empty((heights.shape[0], 4), np.int64)
@@ -242,8 +263,12 @@ class CenterCropRGBImageDecoder(ResizedCropRGBImageDecoder):
     """
 
     def __init__(self, output_size, ratio: float, *, dct_scaling: bool = True, window_decoding: bool = True):
-        super().__init__(output_size, dct_scaling, window_decoding)
+        super().__init__(output_size, dct_scaling=dct_scaling, window_decoding=window_decoding)
         self.ratio = ratio
+
+    @property
+    def get_crop_generator(self):
+        return get_center_crop
 
     def crop_windows(self, heights, widths, seeds):
         return center_crop_windows(heights, widths, self.ratio)

@@ -17,6 +17,7 @@ from .base import ARG_TYPE, Field
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
+from ..libffcv import memcpy  # noqa: F401
 
 # Argument blob: 32 shape slots (unused trailing ones 0), the length of the dtype JSON, the JSON
 # itself (`dtype.descr`), as FFCV writes it. We add one byte after the JSON: ndim + 1, so that shapes

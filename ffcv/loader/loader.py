@@ -26,6 +26,7 @@ from ..memory_managers.process_cache import ProcessCacheManager  # noqa: F401
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.operation import Operation  # noqa: F401
 from ..pipeline.pipeline_spec import PipelineSpec  # noqa: F401
+from ..pipeline.pipeline import Pipeline  # noqa: F401
 
 
 class OrderOption(enum.Enum):

@@ -20,6 +20,7 @@ from ._checks import require_uint8_images
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
+from .utils import fast_crop  # noqa: F401
 
 
 def resized_crop_kernel(images: np.ndarray, windows: np.ndarray, destination: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from .schedule import EpochSchedule
 
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..base import MemoryManager  # noqa: F401
+from ..common import BATCHES_TYPE  # noqa: F401
 
 # Page states.
 WAITING, READING, LOADED, FAILED, RELEASED = range(5)

@@ -14,6 +14,7 @@ from .schedule import EpochSchedule, build_schedule, page_data_ends
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ...pipeline.compiler import Compiler  # noqa: F401
 from ..base import MemoryContext  # noqa: F401
+from ..common import BATCHES_TYPE  # noqa: F401
 
 
 def physical_memory() -> int:

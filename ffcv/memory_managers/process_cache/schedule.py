@@ -14,6 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
+# Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
+from .page_reader import PageReader  # noqa: F401
+
 
 def page_data_ends(alloc_table: np.ndarray, page_shift: int, num_pages: int) -> np.ndarray:
     """For each page, the number of bytes from its start that its allocations cover (0 if none)."""
