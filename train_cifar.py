@@ -13,7 +13,6 @@ exactly where it stopped (mid-epoch included). FFCV's own examples/cifar/default
 """
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 import warnings
@@ -29,8 +28,9 @@ from torch import nn
 
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
-from ffcv.runs.config import Boolean, Settings, config_dict, parse_config, settings_of
-from ffcv.runs.run_log import RunLogger, atomic_save
+from ffcv.runs.config import Boolean, ConfigError, Settings, config_dict, parse_config, settings_of
+from ffcv.runs.console import EpochProgress, announce, run_as_program
+from ffcv.runs.run_log import RunLogger, atomic_save, load_checkpoint
 from ffcv.runs.stop import StopOnSignal
 from ffcv.transforms import (Convert, Cutout, ModuleWrapper, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,
                              ToTensor, ToTorchImage)
@@ -94,6 +94,8 @@ def loader_threads(data_workers: int, ffcv_workers: Optional[int]) -> int:
 def dataset_paths(data: Settings) -> tuple:
     """(train, test) .beton paths: the configured ones, or the embedded dataset (built once, then cached)."""
     if data.train_dataset:
+        if not data.val_dataset:
+            raise ConfigError('data.val_dataset is required with data.train_dataset')
         return data.train_dataset, data.val_dataset
     from ffcv.datasets.embedded import embedded_cifar
     return embedded_cifar(train_size=data.embedded_train_size, test_size=data.embedded_test_size)
@@ -171,15 +173,15 @@ def evaluate(model: nn.Module, loader, tta: bool, amp: bool) -> float:
     return correct / max(total, 1)
 
 
-def checkpoint(path: Path, step: int, loader: Loader, s: Settings, **parts) -> None:
+def checkpoint(logger: RunLogger, step: int, loader: Loader, s: Settings, **parts) -> None:
     """Model, optimizer, schedule and scaler states with the loader's position, written atomically."""
     atomic_save({**{name: part.state_dict() for name, part in parts.items()}, 'loader': loader.state_dict(),
-                 'step': step, 'settings': s.as_dict()}, path)
+                 'step': step, 'settings': s.as_dict()}, logger.file('checkpoint.pt'))
 
 
-def resume(path: str, device: torch.device, loader: Loader, **parts) -> int:
+def resume(path: str, loader: Loader, **parts) -> int:
     """Restore what `checkpoint` saved (in place); returns the step to continue from."""
-    saved = torch.load(path, map_location=device, weights_only=False)
+    saved = load_checkpoint(path, 'training.resume', needs=(*parts, 'loader', 'step'))
     for name, part in parts.items():
         part.load_state_dict(saved[name])
     loader.load_state_dict(saved['loader'])
@@ -209,35 +211,43 @@ def train(s: Settings, logger: RunLogger, folder: Path) -> dict:
     scaler = torch.amp.GradScaler('cuda', enabled=amp)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=s.training.label_smoothing)
     parts = {'model': model, 'optimizer': optimizer, 'schedule': schedule, 'scaler': scaler}
-    step = resume(s.training.resume, device, train_loader, **parts) if s.training.resume else 0
-    save = partial(checkpoint, folder / 'checkpoint.pt', loader=train_loader, s=s, **parts)
+    step = resume(s.training.resume, train_loader, **parts) if s.training.resume else 0
+    save = partial(checkpoint, logger, loader=train_loader, s=s, **parts)
+    announce('train_cifar.py', {'train': train_loader, 'val': test_loader}, device, folder)
 
     with StopOnSignal() as stop:
         for epoch in range(train_loader.state_dict()['epoch'], epochs):
             model.train()
-            epoch_start, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-            for images, labels in train_loader:
-                with torch.autocast('cuda', enabled=amp):
-                    logits = model(images)
-                    loss = loss_fn(logits, labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.step()
-                step += 1
-                seen += labels.shape[0]
-                loss_sum += loss.item() * labels.shape[0]
-                correct += (logits.argmax(1) == labels).sum().item()
-                # bookkeeping: checkpoints, and stopping after this step (max_steps, SIGTERM, Ctrl-C)
-                if s.training.checkpoint_every and step % s.training.checkpoint_every == 0:
-                    save(step)
-                reason = 'max_steps' if s.training.max_steps and step >= s.training.max_steps else stop.reason
-                if reason:
-                    save(step)
-                    print(f'stopped ({reason}) at step {step}; resume with '
-                          f'--training.resume={folder / "checkpoint.pt"}', flush=True)
-                    return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
+            epoch_start, seen, loss_sum, correct, reason = time.time(), 0, 0.0, 0, None
+            done = train_loader.state_dict()['batches_served']  # > 0 in a resumed epoch
+            with EpochProgress(epoch, steps_per_epoch, done) as progress:
+                for images, labels in train_loader:
+                    lr = optimizer.param_groups[0]['lr']  # this step's LR (the schedule moves it after the step)
+                    with torch.autocast('cuda', enabled=amp):
+                        logits = model(images)
+                        loss = loss_fn(logits, labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    schedule.step()
+                    step, loss_value = step + 1, loss.item()
+                    seen += labels.shape[0]
+                    loss_sum += loss_value * labels.shape[0]
+                    correct += (logits.argmax(1) == labels).sum().item()
+                    logger.log_step(step, lr=lr, loss=loss_value)
+                    progress.update(labels.shape[0], loss_sum, seen)
+                    # bookkeeping: checkpoints, and stopping after this step (max_steps, SIGTERM, Ctrl-C)
+                    if s.training.checkpoint_every and step % s.training.checkpoint_every == 0:
+                        save(step)
+                    reason = 'max_steps' if s.training.max_steps and step >= s.training.max_steps else stop.reason
+                    if reason:
+                        save(step)
+                        break
+            if reason:
+                print(f'stopped ({reason}) at step {step}; resume with '
+                      f'--training.resume={folder / "checkpoint.pt"}', flush=True)
+                return {'stopped_at_step': step, 'checkpoint': str(folder / 'checkpoint.pt')}
             train_time = time.time() - epoch_start
             save(step)
             record = {'epoch': epoch, 'step': step, 'train_loss': loss_sum / max(seen, 1),
@@ -268,4 +278,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_as_program(main)

@@ -42,7 +42,8 @@ from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomRe
 from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
 from ffcv.runs.config import Boolean, ConfigError, Settings, config_dict, parse_config, settings_of
-from ffcv.runs.run_log import RunLogger, atomic_save
+from ffcv.runs.console import EpochProgress, announce, run_as_program
+from ffcv.runs.run_log import RunLogger, atomic_save, load_checkpoint
 from ffcv.runs.stop import StopOnSignal
 from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
 
@@ -307,7 +308,7 @@ def param_groups(model: nn.Module, weight_decay: float, bn_wd: bool = False) -> 
 
 def load_weights(model: nn.Module, path: str) -> None:
     """Weights from final_weights.pt (a state_dict) or checkpoint.pt; a DDP 'module.' prefix is dropped."""
-    saved = torch.load(path, map_location='cpu', weights_only=False)
+    saved = load_checkpoint(path, 'training.checkpoint', needs=())
     state = saved.get('model', saved)
     state = {key.removeprefix('module.'): value for key, value in state.items()}
     try:
@@ -362,7 +363,7 @@ def resume_run(path: str, process: Process, model: nn.Module, optimizer: torch.o
     """Restore a stopped run from its checkpoint.pt: model, optimizer, scaler and loader position (in place).
     Returns (step, training seconds so far, the stopped epoch's totals: the global ones on rank 0 and zeros on
     the other ranks, so that they are counted once)."""
-    saved = torch.load(path, map_location='cpu', weights_only=False)
+    saved = load_checkpoint(path, 'training.resume', needs=('model', 'optimizer', 'loader', 'step', 'world_size'))
     if saved['world_size'] != process.world_size:
         raise ConfigError(f"{path} was written by {saved['world_size']} processes; resume it "
                           f'with the same number (now {process.world_size})')
@@ -450,8 +451,9 @@ def train(s: Settings, process: Process, logger: RunLogger, folder: Path) -> dic
                          'scaler': scaler.state_dict(), 'loader': train_loader.state_dict(), 'step': step,
                          'world_size': process.world_size, 'settings': s.as_dict(), 'elapsed': time.time() - start,
                          'epoch_totals': {'loss_sum': loss_total, 'seen': int(seen_total), 'time': seconds}},
-                        folder / 'checkpoint.pt')
+                        logger.file('checkpoint.pt'))
 
+    announce('train_imagenet.py', {'train': train_loader, 'val': val_loader}, device, folder, process)
     start = time.time() - elapsed  # the published times start here, after building loaders and model
     with StopOnSignal(announce=process.rank == 0) as stop:
         for epoch in range(position['epoch'], s.training.epochs):
@@ -459,22 +461,28 @@ def train(s: Settings, process: Process, logger: RunLogger, folder: Path) -> dic
             decoder.output_size = (resolution, resolution)
             net.train()
             first = position['batches_served'] if epoch == position['epoch'] else 0
+            reason = None
             loss_sum = torch.tensor(carried['loss_sum'], device=device)
             seen, epoch_start = carried['seen'], time.time() - carried['time']
             carried = {'loss_sum': 0.0, 'seen': 0, 'time': 0.0}
-            for iteration, (images, labels) in enumerate(train_loader, start=first):
-                lr = lr_of(epoch, iteration, iters)
-                for group in optimizer.param_groups:
-                    group['lr'] = lr
-                loss = train_step(net, images, labels, optimizer, scaler, loss_fn, amp)
-                step += 1
-                loss_sum += loss.float() * labels.shape[0]
-                seen += labels.shape[0]
-                reason = stop_reason(step, s.training.max_steps, stop, process)
-                if reason or (s.training.checkpoint_every and step % s.training.checkpoint_every == 0):
-                    checkpoint(loss_sum, seen, time.time() - epoch_start)
-                if reason:
-                    return stop_summary(reason, step, folder, process)
+            with EpochProgress(epoch, iters, first, enabled=process.rank == 0) as progress:
+                for iteration, (images, labels) in enumerate(train_loader, start=first):
+                    lr = lr_of(epoch, iteration, iters)
+                    for group in optimizer.param_groups:
+                        group['lr'] = lr
+                    loss = train_step(net, images, labels, optimizer, scaler, loss_fn, amp)
+                    step += 1
+                    loss_sum += loss.float() * labels.shape[0]
+                    seen += labels.shape[0]
+                    logger.log_step(step, lr=lr, loss=loss)  # rank 0's loss; read when written (no sync here)
+                    progress.update(labels.shape[0] * process.world_size, loss_sum, seen)
+                    reason = stop_reason(step, s.training.max_steps, stop, process)
+                    if reason or (s.training.checkpoint_every and step % s.training.checkpoint_every == 0):
+                        checkpoint(loss_sum, seen, time.time() - epoch_start)
+                    if reason:
+                        break
+            if reason:
+                return stop_summary(reason, step, folder, process)
             record = epoch_record(epoch, step, resolution, lr_of(epoch, iters - 1, iters), loss_sum, seen,
                                   epoch_start, process)
             if s.logging.log_level > 0:
@@ -487,7 +495,7 @@ def train(s: Settings, process: Process, logger: RunLogger, folder: Path) -> dic
     sync_buffers(model, process)
     result = evaluate(model, val_loader, s.validation.lr_tta, amp, process)
     if process.rank == 0:
-        atomic_save(model.state_dict(), folder / 'final_weights.pt')
+        atomic_save(model.state_dict(), logger.file('final_weights.pt'))
     return {**result, 'steps': step, 'relative_time': time.time() - start, 'world_size': process.world_size,
             'global_batch_size': s.training.batch_size * process.world_size, 'device': str(device)}
 
@@ -501,6 +509,7 @@ def evaluate_saved(s: Settings, process: Process, logger: RunLogger, folder: Pat
     model = model.to(process.device, memory_format=torch.channels_last)
     val_loader = make_val_loader(s.data.val_dataset, s.validation.batch_size, s.data.num_workers,
                                  s.validation.resolution, process)
+    announce('train_imagenet.py', {'val': val_loader}, process.device, folder, process)
     result = evaluate(model, val_loader, s.validation.lr_tta, amp, process)
     logger.log({'eval_only': True, 'checkpoint': s.training.checkpoint, **result})
     return {**result, 'world_size': process.world_size, 'device': str(process.device)}
@@ -530,4 +539,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_as_program(main)

@@ -110,13 +110,20 @@ def test_two_step_run_writes_logs(recipe, tiny, tmp_path):
     assert meta['torch'] == torch.__version__ and 'git_commit' in meta
 
 
+def read_jsonl(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_short_run_learns_and_logs(recipe, tiny, tmp_path):
     summary = recipe.main(run_args(tiny, tmp_path, '--logging.run_name=full', '--training.epochs=4'))
     run = tmp_path / 'full'
-    lines = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
+    lines = read_jsonl(run / 'log.jsonl')
     assert [r['epoch'] for r in lines if 'epoch' in r] == [0, 1, 2, 3]
     assert {'train_loss', 'train_acc', 'test_acc', 'lr', 'images_per_s', 'elapsed_s'} <= set(lines[0])
     assert lines[-1]['summary'] and (run / 'curves.png').stat().st_size > 1000
+    steps = read_jsonl(run / 'steps.jsonl')                     # every step's LR and loss, what curves.png draws
+    assert [r['step'] for r in steps] == list(range(1, 33))
+    assert [r['lr'] for r in steps] == [0.1 * recipe.lr_multiplier(k, 8, 4, 1) for k in range(32)]
     assert summary['test_acc'] > 0.3  # 10 classes: chance is 0.1
 
 
@@ -131,6 +138,9 @@ def test_resume_mid_epoch_gives_identical_weights(recipe, tiny, tmp_path):
     assert straight['step'] == resumed['step'] == 16
     for key, value in straight['model'].items():
         assert torch.equal(value, resumed['model'][key]), key
+    cut_steps = read_jsonl(tmp_path / 'cut' / 'steps.jsonl')     # steps 1-5, then 6-16 after the resume
+    assert [r['step'] for r in cut_steps] == list(range(1, 17))
+    assert cut_steps == read_jsonl(tmp_path / 'straight' / 'steps.jsonl')  # same LR and loss at every step
 
 
 def test_wandb_offline(recipe, tiny, tmp_path, monkeypatch):

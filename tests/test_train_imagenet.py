@@ -37,8 +37,8 @@ def run_args(imagenet_tiny, folder, name, *extra):
             f'--logging.folder={folder}', f'--logging.run_name={name}', *extra]
 
 
-def read_log(folder: Path) -> list:
-    return [json.loads(line) for line in (folder / 'log.jsonl').read_text().splitlines()]
+def read_log(folder: Path, name: str = 'log.jsonl') -> list:
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
 
 
 @pytest.mark.parametrize('arch,strided', [('resnet18', 'conv1'), ('resnet50', 'conv2')])
@@ -83,7 +83,12 @@ def test_two_step_run_then_eval_only(recipe, imagenet_tiny, tmp_path):
     lines = read_log(run)
     assert lines[0]['epoch'] == 0 and lines[0]['resolution'] == 32 and lines[-1]['summary']
     assert {'train_loss', 'current_lr', 'images_per_s', 'epoch_time_s', 'relative_time'} <= set(lines[0])
-    assert {'config.yaml', 'run.json', 'checkpoint.pt', 'final_weights.pt'} <= {p.name for p in run.iterdir()}
+    assert {'config.yaml', 'run.json', 'checkpoint.pt', 'final_weights.pt', 'curves.png'} <= {
+        p.name for p in run.iterdir()}
+    steps = read_log(run, 'steps.jsonl')                                        # per step: the LR, rank 0's loss
+    assert [r['step'] for r in steps] == [1, 2] and all(r['loss'] > 0 for r in steps)
+    assert [r['lr'] for r in steps] == [recipe.step_lr(0, i, 2, schedule='cyclic', lr=0.02, epochs=1, peak_epoch=2,
+                                                       step_ratio=0.1, step_length=30) for i in (0, 1)]
     weights = torch.load(run / 'final_weights.pt')
     torch.save({f'module.{k}': v for k, v in weights.items()}, tmp_path / 'ddp_style.pt')   # DDP-prefixed names
     again = recipe.main(['--config-file', RN18_16, f'--data.val_dataset={imagenet_tiny[1]}', '--data.num_workers=1',
@@ -120,6 +125,9 @@ def test_two_process_gloo_ddp_under_torchrun(imagenet_tiny, tmp_path):
     assert checkpoint['world_size'] == 2 and checkpoint['loader']['epoch'] == 1
     assert not any(key.startswith('module.') for key in checkpoint['model'])
     assert done.stdout.count('run folder:') == 1                                 # only rank 0 reports
+    assert done.stderr.count('train_imagenet.py: train ') == 1                   # ... its start-up line
+    assert 'on cpu (rank 0 of 2 processes)' in done.stderr
+    assert done.stderr.count('epoch 0: 100%') == 1                               # ... and its progress bar
 
 
 RESUME_ARGS = ('--training.epochs=2', '--resolution.max_res=64', '--resolution.start_ramp=0',

@@ -6,7 +6,9 @@ with `parse_config`, which adds what fastargs alone does not do:
 * an unknown or misspelt key in a YAML file or on the command line is an error naming the key, the file
   and the closest known key;
 * booleans are ``true``/``false`` (``--training.lr_tta=false`` really means False);
-* a missing required value or an invalid one is an error, not a silent exit;
+* a missing required value or an invalid one is an error, not a silent exit, and so is a malformed
+  command line (a ConfigError, not argparse's usage text);
+* ``--help`` shows the value a plain run uses for each parameter, or '(required)';
 * values come from the config files in order, then ``--section.key=value`` overrides (no environment
   variables), and the resolved values can be saved next to the logs.
 """
@@ -62,23 +64,45 @@ def _unknown(key: str, known: Sequence[str], where: str) -> ConfigError:
     return ConfigError(f"unknown key '{key}' in {where}{hint}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes (an option without its value, say) are a ConfigError, not usage text + exit."""
+
+    def error(self, message):
+        raise ConfigError(f'command line: {message}')
+
+
+def shown_default(param) -> str:
+    """What --help says after a parameter's description: '(required)', or the value a plain run uses."""
+    if param.required:
+        return '(required)'
+    if param.default is None:
+        return '(default: not set)'
+    if isinstance(param.default, bool):
+        return f'(default: {str(param.default).lower()})'
+    return f"(default: {param.default if param.default != '' else 'empty'})"
+
+
 def parse_config(config: Config, argv: Optional[List[str]], description: str = '') -> Config:
     """Fill `config` (whose sections are declared) from ``--config-file`` YAMLs then ``--a.b=c`` overrides."""
     config.content.clear()  # a fresh parse every call (main() may run several times in one process)
     known = ['.'.join(path) for path in config.entries]
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter,
-                                     allow_abbrev=False)
+    parser = _Parser(description=description, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False)
     parser.add_argument('--config-file', '-C', action='append', default=[],
                         help='YAML config file (may be repeated; later files override earlier ones)')
     for name in known:
         param = config.entries[tuple(name.split('.'))]
-        default = '' if param.default is None else f' (default: {param.default})'
-        parser.add_argument(f'--{name}', default=None, metavar='VALUE', help=f'{param.desc}{default}')
+        text = f'{param.desc} {shown_default(param)}'.replace('%', '%%')  # argparse formats help with %
+        parser.add_argument(f'--{name}', default=None, metavar='VALUE', help=text)
     args, extra = parser.parse_known_args(argv)
     if extra:
         raise _unknown(extra[0].lstrip('-').split('=')[0], known, 'the command line')
     for fname in args.config_file:
-        content = yaml.safe_load(Path(fname).read_text()) or {}
+        if not Path(fname).is_file():
+            raise ConfigError(f'--config-file {fname}: no such file')
+        try:
+            content = yaml.safe_load(Path(fname).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{fname}: not valid YAML ({' '.join(str(exc).split())})") from exc
         if not isinstance(content, dict):
             raise ConfigError(f'{fname}: expected a mapping of sections, got {type(content).__name__}')
         values = _flatten(content)

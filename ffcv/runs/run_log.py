@@ -5,8 +5,12 @@ Every run writes into its own folder::
     run.json        versions, git commit, hardware, command line, start time
     config.yaml     the resolved configuration (loadable again with --config-file)
     log.jsonl       one JSON object per epoch (and a final summary line)
-    curves.png      the logged curves, drawn at the end
+    steps.jsonl     one JSON object per training step: step, lr, loss (what curves.png draws per step)
+    curves.png      loss, accuracy and learning rate against the step, drawn at the end (see `curves`)
     checkpoint.pt   the latest checkpoint (written atomically)
+
+The folder is created when the run first writes into it (its first checkpoint or log line), so a run that
+fails before its first step (a misspelt path, say) leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+
+from ffcv.runs.config import ConfigError
+from ffcv.runs.curves import draw_curves, read_jsonl
 
 
 def environment_info() -> dict:
@@ -77,26 +84,79 @@ def atomic_save(obj, path) -> None:
             tmp.unlink()
 
 
+def load_checkpoint(path, setting: str, needs=('model',)) -> dict:
+    """torch.load (on the CPU) of the checkpoint that `setting` names; a missing file, one torch cannot read,
+    or one without the entries `needs` is a ConfigError naming the setting."""
+    if not Path(path).is_file():
+        raise ConfigError(f'{setting}: no checkpoint file at {path}')
+    try:
+        saved = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, RuntimeError) for a bad file
+        problem = ' '.join(str(exc).split())
+        raise ConfigError(f'{setting}: {path} is not a checkpoint torch can read ({problem})') from exc
+    missing = [key for key in needs if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise ConfigError(f"{setting}: {path} has no {', '.join(missing)} (is it another kind of file?)")
+    return saved
+
+
 class RunLogger:
-    """Writes the run folder (see the module docstring); optionally mirrors metrics to Weights & Biases."""
+    """Writes the run folder (see the module docstring); optionally mirrors metrics to Weights & Biases.
+
+    Nothing is written until the run first asks for a file (`file`, `log`): then the folder is created with
+    run.json and config.yaml. `enabled=False` (ranks other than 0) writes nothing at all.
+    """
 
     def __init__(self, folder, config: dict, enabled: bool = True, use_wandb: bool = False,
                  wandb_project: str = 'ffcv', run_name: Optional[str] = None):
         self.enabled = enabled
-        self.start = time.time()
-        self.history: List[Dict] = []
-        self.wandb = None
         self.folder = Path(folder)
-        if not enabled:
-            return
+        self.config = config
+        self.start = time.time()
+        self.started = time.strftime('%Y-%m-%dT%H:%M:%S')
+        self.history: List[Dict] = []
+        self.pending_steps: List[Dict] = []
+        self.wandb = None
+        self.wandb_args = {'project': wandb_project, 'name': run_name} if use_wandb else None
+        self.created = False
+
+    def _create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        meta = {'started': time.strftime('%Y-%m-%dT%H:%M:%S'), 'argv': sys.argv, **environment_info()}
+        meta = {'started': self.started, 'argv': sys.argv, **environment_info()}
         (self.folder / 'run.json').write_text(json.dumps(meta, indent=2))
         import yaml
-        (self.folder / 'config.yaml').write_text(yaml.safe_dump(config, sort_keys=False))
-        if use_wandb:
+        (self.folder / 'config.yaml').write_text(yaml.safe_dump(self.config, sort_keys=False))
+        if self.wandb_args is not None:
             import wandb
-            self.wandb = wandb.init(project=wandb_project, name=run_name, config=config, dir=str(self.folder))
+            self.wandb = wandb.init(config=self.config, dir=str(self.folder), **self.wandb_args)
+        self.created = True
+
+    def file(self, name: str) -> Path:
+        """`folder`/`name`, for the run to write (a checkpoint, say). The first call creates the run folder;
+        every call writes the step records logged so far, so steps.jsonl keeps up with the checkpoints."""
+        if self.enabled:
+            if not self.created:
+                self._create()
+            self._write_steps()
+        return self.folder / name
+
+    def log_step(self, step: int, **values) -> None:
+        """Record one training step (``lr=..., loss=...``; a loss may stay a device tensor: it is read when
+        the records are written, all at once) for steps.jsonl."""
+        if self.enabled:
+            self.pending_steps.append({'step': step, **values})
+
+    def _write_steps(self) -> None:
+        if not self.pending_steps:
+            return
+        records, self.pending_steps = self.pending_steps, []
+        held = [(record, key) for record in records for key, value in record.items() if torch.is_tensor(value)]
+        if held:  # one transfer (and, on a GPU, one synchronisation) for every tensor of these steps
+            values = torch.stack([record[key].detach().float().reshape(()) for record, key in held]).tolist()
+            for (record, key), value in zip(held, values):
+                record[key] = value
+        with open(self.folder / 'steps.jsonl', 'a') as handle:
+            handle.writelines(json.dumps(record) + '\n' for record in records)
 
     def log(self, record: dict) -> None:
         """Append one record (a dict of JSON-serialisable values) to log.jsonl (and wandb)."""
@@ -104,48 +164,21 @@ class RunLogger:
         self.history.append(record)
         if not self.enabled:
             return
-        with open(self.folder / 'log.jsonl', 'a') as handle:
+        with open(self.file('log.jsonl'), 'a') as handle:
             handle.write(json.dumps(record) + '\n')
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))})
 
     def finish(self, summary: dict) -> None:
-        """Log the summary line, draw curves.png and close wandb."""
+        """Log the summary line, draw curves.png (from the files: a resumed run's earlier steps included)
+        and close wandb."""
         self.log({'summary': True, **summary})
         if not self.enabled:
             return
-        epochs = [r for r in self.history if 'epoch' in r and not r.get('summary')]
-        if epochs:
-            keys = [k for k, v in epochs[-1].items() if isinstance(v, float) and k not in ('elapsed_s', 'epoch')]
-            draw_curves(self.folder / 'curves.png', [r['epoch'] for r in epochs],
-                        {k: [r.get(k) for r in epochs] for k in keys})
+        steps = read_jsonl(self.folder / 'steps.jsonl')
+        epochs = [r for r in read_jsonl(self.folder / 'log.jsonl') if 'epoch' in r and not r.get('summary')]
+        if steps or epochs:
+            draw_curves(self.folder / 'curves.png', steps, epochs)
         if self.wandb is not None:
             self.wandb.summary.update(summary)
             self.wandb.finish()
-
-
-def draw_curves(path, x: List[float], series: Dict[str, List[Optional[float]]], size=(900, 300)) -> None:
-    """One small panel per series (OpenCV drawing, no plotting library needed)."""
-    import cv2
-    width, height = size
-    panels = []
-    for name, values in series.items():
-        panel = np.full((height, width, 3), 255, np.uint8)
-        points = [(xv, yv) for xv, yv in zip(x, values) if yv is not None and np.isfinite(yv)]
-        cv2.putText(panel, name, (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        if points:
-            xs, ys = np.array(points, dtype=float).T
-            x_lo, x_hi = xs.min(), max(xs.max(), xs.min() + 1e-9)
-            y_lo, y_hi = ys.min(), max(ys.max(), ys.min() + 1e-9)
-            px = 50 + (xs - x_lo) / (x_hi - x_lo) * (width - 70)
-            py = height - 30 - (ys - y_lo) / (y_hi - y_lo) * (height - 70)
-            cv2.rectangle(panel, (50, 40), (width - 20, height - 30), (200, 200, 200), 1)
-            for k in range(1, len(px)):
-                cv2.line(panel, (int(px[k - 1]), int(py[k - 1])), (int(px[k]), int(py[k])), (180, 90, 20), 2,
-                         cv2.LINE_AA)
-            for label, value, ypos in ((f'{y_hi:.4g}', y_hi, 45), (f'{y_lo:.4g}', y_lo, height - 32)):
-                cv2.putText(panel, label, (2, ypos), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
-            cv2.putText(panel, f'epochs {x_lo:g} to {x_hi:g}', (width - 170, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                        (80, 80, 80), 1, cv2.LINE_AA)
-        panels.append(panel)
-    cv2.imwrite(str(path), np.concatenate(panels, axis=0))

@@ -10,6 +10,7 @@ when the block ends.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Optional
 
@@ -38,5 +39,6 @@ class StopOnSignal:
         if self.reason == 'SIGINT' and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: abort now, keep the last checkpoint as it is
         if self.reason is None and signum == signal.SIGINT and self.announce:
-            print('stopping after this step (Ctrl-C again to abort without checkpointing)', flush=True)
+            from tqdm import tqdm  # tqdm.write: printed above a progress bar, not into it
+            tqdm.write('stopping after this step (Ctrl-C again to abort without checkpointing)', file=sys.stderr)
         self.reason = self.reason or signal.Signals(signum).name
