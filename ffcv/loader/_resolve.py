@@ -4,11 +4,16 @@ This is where the loader decides what a pipeline means: which field it reads, wh
 (the field's default one, or the user's at the head of the list), that torch modules run wrapped in a
 `ModuleWrapper`, and that a field nobody mentioned is decoded with its default decoder + `ToTensor()`.
 The engine (`ffcv.pipeline`) then runs the resolved steps without knowing any particular operation.
+
+A `PipelineSpec` whose source is an operation of another pipeline (FFCV's graphs) is a branch: it starts
+from that step's result, computed once per batch, and applies its own transforms (e.g. several random
+crops of one decoded image). A step that modifies its input in place (``modifies_input``) and shares that
+input with another consumer gets its own copy, so branches never see each other's changes.
 """
 from __future__ import annotations
 
 import difflib
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -39,7 +44,7 @@ def build_pipelines(pipelines: Mapping, reader: Reader, memory_read) -> List[Out
         else:
             raise PipelineError(f"pipelines['{name}'] must be a list of operations, a PipelineSpec or None; "
                                 f'got {type(value).__name__}')
-        if spec.source not in reader.handlers:
+        if isinstance(spec.source, str) and spec.source not in reader.handlers:
             raise PipelineError(_unknown_field(spec.source, reader))
         specs[name] = spec
     for name in field_names:  # fields not mentioned: default decoder + ToTensor
@@ -47,7 +52,39 @@ def build_pipelines(pipelines: Mapping, reader: Reader, memory_read) -> List[Out
             specs[name] = PipelineSpec(name)
 
     ordered = [n for n in field_names if n in specs] + [n for n in specs if n not in field_names]
-    return [_output(name, specs[name], reader, memory_read) for name in ordered]
+    outputs = {name: _output(name, specs[name], reader, memory_read)
+               for name in ordered if isinstance(specs[name].source, str)}
+    branches = [name for name in ordered if name not in outputs]
+    while branches:  # a branch may start from another branch: resolve those whose source is built
+        ready = [name for name in branches if _owner(specs[name].source, outputs.values(), name) is not None]
+        if not ready:
+            name = branches[0]
+            raise PipelineError(f"pipeline '{name}' starts from {specs[name].source!r}, which is not an operation "
+                                'of any other pipeline (pass the very object used in another pipeline)')
+        for name in ready:
+            outputs[name] = _branch(name, specs[name], _owner(specs[name].source, outputs.values(), name), reader,
+                                    memory_read)
+        branches = [name for name in branches if name not in outputs]
+    _guard_shared_inputs([outputs[name] for name in ordered])
+    return [outputs[name] for name in ordered]
+
+
+def run_order(outputs: Sequence[OutputPipeline]) -> List[int]:
+    """Indices of `outputs` with every branch after the pipeline it starts from (else in output order)."""
+    position = {id(step): index for index, output in enumerate(outputs) for step in output.steps}
+    order, placed = [], set()
+
+    def place(index: int) -> None:
+        if index in placed:
+            return
+        source = outputs[index].source
+        if source is not None:
+            place(position[id(source)])
+        placed.add(index)
+        order.append(index)
+    for index in range(len(outputs)):
+        place(index)
+    return order
 
 
 def _output(name: str, spec: PipelineSpec, reader: Reader, memory_read) -> OutputPipeline:
@@ -64,6 +101,51 @@ def _output(name: str, spec: PipelineSpec, reader: Reader, memory_read) -> Outpu
         output.steps.append(Step(op, position, op_key(name, position)))
     output.declare()
     return output
+
+
+def _owner(operation, outputs, name: str) -> Optional[Tuple[OutputPipeline, Step]]:
+    """(pipeline, step) of `operation` among the built `outputs`; None if it is not there (yet)."""
+    found = [(output, step) for output in outputs for step in output.steps if step.operation is operation]
+    if len(found) > 1:
+        raise PipelineError(f"pipeline '{name}' starts from {operation!r}, which several pipelines use "
+                            f"({', '.join(repr(output.name) for output, _ in found)}): the source is ambiguous")
+    return found[0] if found else None
+
+
+def _branch(name: str, spec: PipelineSpec, owner: Tuple[OutputPipeline, Step], reader: Reader,
+            memory_read) -> OutputPipeline:
+    """The output of a PipelineSpec whose source is `owner`'s step: that step's result, then the transforms."""
+    parent, source = owner
+    if spec.decoder is not None:
+        raise PipelineError(f"pipeline '{name}' starts from an operation of pipeline '{parent.name}' and cannot "
+                            f'have a decoder too (got {spec.decoder!r})')
+    source.shared = True
+    output = OutputPipeline(name, parent.field_name, parent.field_index, source=source)
+    handler = reader.handlers[parent.field_name]
+    for position, op in enumerate(_wrap_modules(spec.transforms), start=1):
+        if not isinstance(op, Operation):
+            raise PipelineError(f"pipeline '{name}', step {position}: {op!r} is neither an Operation nor a "
+                                'torch.nn.Module')
+        op.accept_field(handler)
+        op.accept_globals(reader.column(parent.field_index), memory_read)
+        output.steps.append(Step(op, position, op_key(name, position)))
+    output.declare()
+    return output
+
+
+def _guard_shared_inputs(outputs: Sequence[OutputPipeline]) -> None:
+    """Mark `copy_input` on each step that modifies its input in place while another consumer reads it."""
+    consumers: Dict[int, List[Optional[Step]]] = {}  # None: the result is itself an output of the loader
+    for output in outputs:
+        if output.source is not None:
+            consumers.setdefault(id(output.source), []).append(output.steps[0] if output.steps else None)
+        for before, after in zip(output.steps, [*output.steps[1:], None]):
+            if before.shared:
+                consumers.setdefault(id(before), []).append(after)
+    for steps in consumers.values():
+        for step in steps:
+            if step is not None:
+                step.copy_input = len(steps) > 1 and bool(getattr(step.operation, 'modifies_input', False))
 
 
 def resolve_spec(spec: PipelineSpec, decoder_class, output_name: str) -> Tuple[Operation, List[Operation]]:

@@ -44,9 +44,10 @@ def _stop_all() -> None:
 class _EpochState:
     """Everything the workers share; owned by an `EpochIterator`, never referencing it."""
 
-    def __init__(self, pipelines, columns: List[np.ndarray], batches: List[np.ndarray], first_batch: int, context,
-                 seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool):
+    def __init__(self, pipelines, run_order: List[int], columns: List[np.ndarray], batches: List[np.ndarray],
+                 first_batch: int, context, seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool):
         self.pipelines = pipelines
+        self.run_order = run_order         # pipeline indices, each branch after the pipeline it starts from
         self.columns = columns             # metadata column of each pipeline's field
         self.batches = batches
         self.context = context
@@ -145,8 +146,11 @@ def _build_batch(state: _EpochState, batch: int):
 
 def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray):
     storage_state = state.context.state
-    return tuple(p.run(slot, indices, column, storage_state, state.seed, state.epoch)
-                 for p, column in zip(state.pipelines, state.columns))
+    results, shared = [None] * len(state.pipelines), {}
+    for index in state.run_order:
+        results[index] = state.pipelines[index].run(slot, indices, state.columns[index], storage_state, state.seed,
+                                                    state.epoch, shared)
+    return tuple(results)
 
 
 class EpochIterator:
@@ -160,8 +164,8 @@ class EpochIterator:
         use_cuda = torch.cuda.is_available() and any(p.uses_cuda for p in loader.pipelines)
         num_threads = max(1, min(loader.num_workers, len(batches) - first_batch))
         columns = [loader.reader.column(p.field_index) for p in loader.pipelines]
-        self._state = _EpochState(loader.pipelines, columns, list(batches), first_batch, context, loader.seed, epoch,
-                                  num_threads, loader.slots, use_cuda)
+        self._state = _EpochState(loader.pipelines, loader.run_order, columns, list(batches), first_batch, context,
+                                  loader.seed, epoch, num_threads, loader.slots, use_cuda)
 
     def __iter__(self):
         return self

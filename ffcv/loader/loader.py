@@ -16,7 +16,7 @@ from ..traversal_order import QuasiRandom, Random, Sequential
 from ..traversal_order.base import TraversalOrder
 from ..utils import available_cpus
 from . import _arguments as arguments
-from ._resolve import build_pipelines
+from ._resolve import build_pipelines, run_order
 from .epoch_iterator import EpochIterator
 
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
@@ -153,6 +153,7 @@ class Loader:
         self.traversal_order = order_class(self, **dict(order_kwargs or {}))
 
         self.pipelines = build_pipelines(dict(pipelines or {}), self.reader, self.memory_manager.compile_reader())
+        self.run_order = run_order(self.pipelines)  # branches after the pipelines they start from
         self.generate_code()
         self._buffers = {}
         self.next_epoch = 0            # epoch of the next fresh iter(loader)
@@ -201,8 +202,8 @@ class Loader:
         order = self._epoch_order(epoch)
         count = self._num_batches(len(order))
         batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(count)]
-        for pipeline in self.pipelines:  # shapes may change between epochs (e.g. progressive resizing)
-            pipeline.declare()
+        for index in self.run_order:  # shapes may change between epochs (e.g. progressive resizing)
+            self.pipelines[index].declare()
         if self.recompile:
             self.generate_code()
         pin = torch.cuda.is_available() and any(p.uses_cuda for p in self.pipelines)

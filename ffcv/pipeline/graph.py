@@ -35,6 +35,10 @@ class Step:
     allocation: object = None       # None, AllocationQuery, or tuple of them (this epoch)
     buffers: object = None          # per-slot buffers matching `allocation`
     state: Optional[State] = None   # output state (this epoch)
+    input_state: Optional[State] = None  # state of what it receives (this epoch)
+    shared: bool = False            # other pipelines branch off its result (PipelineSpec(source=operation))
+    copy_input: bool = False        # it modifies its input, which other consumers also read: give it a copy
+    input_copies: object = None     # per-slot buffers for that copy
 
     def generate(self) -> None:
         """Take the operation's code (compiled when this step runs in NumPy / JIT mode)."""
@@ -68,11 +72,13 @@ class Step:
 
 @dataclass
 class OutputPipeline:
-    """One output of the loader: a field, its decoder and transforms."""
+    """One output of the loader: a field, its decoder and transforms; or a branch that starts from the result
+    of another pipeline's step (`source`, whose pipeline runs first) and has transforms only."""
     name: str
     field_name: str
     field_index: int
     steps: List[Step] = field(default_factory=list)
+    source: Optional[Step] = None
     # Timing hook (`ffcv bench`): called as ``on_step(pipeline, step, started, result, count)`` after each
     # step, `started` being time.perf_counter() before it. None (the default) costs nothing.
     on_step: Optional[Callable] = None
@@ -86,8 +92,9 @@ class OutputPipeline:
         return any(s.state is not None and torch.device(s.state.device).type == 'cuda' for s in self.steps)
 
     def declare(self) -> None:
-        """Run declare_state_and_memory along the chain (at build time and at each epoch)."""
-        state = INITIAL_STATE
+        """Run declare_state_and_memory along the chain (at build time and at each epoch; a branch after the
+        pipeline it starts from)."""
+        state = INITIAL_STATE if self.source is None else self.source.state
         for step in self.steps:
             try:
                 new_state, allocation = step.operation.declare_state_and_memory(state)
@@ -101,7 +108,7 @@ class OutputPipeline:
             if step.operation.declare_shared_memory(state) is not None:
                 raise PipelineError(f'{self.describe(step)} declares shared memory, which this loader does '
                                     'not support')
-            step.state, step.allocation = new_state, allocation
+            step.input_state, step.state, step.allocation = state, new_state, allocation
             state = new_state
 
     def generate(self) -> None:
@@ -128,14 +135,27 @@ class OutputPipeline:
                     previous[cache_key] = allocate_query(query, batch_size, slots, pin)
                 buffers.append(previous[cache_key])
             step.buffers = buffers[0] if single else tuple(buffers)
+        for step in self.steps:
+            step.input_copies = None
+            if step.copy_input:
+                state = step.input_state
+                query = AllocationQuery(state.shape, state.dtype, None if state.jit_mode else state.device)
+                cache_key = (id(step), 'input', tuple(query.shape), str(query.dtype), str(query.device))
+                if cache_key not in previous:
+                    previous[cache_key] = allocate_query(query, batch_size, slots, pin)
+                step.input_copies = previous[cache_key]
 
-    def run(self, slot: int, indices: np.ndarray, metadata: np.ndarray, storage_state, seed: int, epoch: int):
-        """Produce this output for one batch of sample `indices` in buffer slot `slot`."""
+    def run(self, slot: int, indices: np.ndarray, metadata: np.ndarray, storage_state, seed: int, epoch: int,
+            shared: Optional[Dict[int, object]] = None):
+        """Produce this output for one batch of sample `indices` in buffer slot `slot`. `shared` holds this
+        batch's results of the steps branches start from (filled by their pipelines, read by the branches)."""
         count = indices.shape[0]
-        result = None
+        result = None if self.source is None else shared[id(self.source)]
         for step in self.steps:
             destination = select_buffer(step.buffers, slot, count)
             seeds = step.seeds(seed, epoch, indices) if step.with_seeds else None
+            if step.copy_input:
+                result = copy_into(select_buffer(step.input_copies, slot, count), result)
             started = time.perf_counter() if self.on_step is not None else 0.0
             if step.position == 0:
                 result = step.decode(indices, destination, metadata, storage_state, seeds)
@@ -143,7 +163,18 @@ class OutputPipeline:
                 result = step.transform(result, destination, indices, seeds)
             if self.on_step is not None:
                 self.on_step(self, step, started, result, count)
+            if step.shared:
+                shared[id(step)] = result
         return result
+
+
+def copy_into(buffer, batch):
+    """`batch` copied into `buffer` (a NumPy array or a torch tensor of the same shape); returns `buffer`."""
+    if isinstance(buffer, torch.Tensor):
+        buffer.copy_(batch)
+    else:
+        np.copyto(buffer, batch)
+    return buffer
 
 
 def select_buffer(buffer, batch_slot: int, count: int):

@@ -27,6 +27,10 @@ An operation is set up once per epoch and then run once per batch:
 
 Decoders additionally see ``self.field`` (the `Field` of their column), ``self.metadata`` (the column of
 the metadata table) and ``self.memory_read`` (a compiled ``read(ptr, storage_state) -> uint8 array``).
+
+An operation whose function writes into its input batch sets the class attribute ``modifies_input = True``
+(ours): where that input is also read by another pipeline branching off the same step, the loader hands
+the operation a copy.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ from .allocation_query import AllocationQuery  # noqa: F401
 
 class Operation(ABC):
     """Base class of decoders and transforms (see the module docstring for the protocol)."""
+
+    modifies_input = False  # True: its function writes into its input batch (see the module docstring)
 
     def __init__(self):
         self.metadata = None

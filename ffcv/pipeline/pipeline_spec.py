@@ -36,23 +36,21 @@ class PipelineSpec:
 
     Parameters
     ----------
-    source : str
-        Name of the field to decode.
+    source : str or Operation
+        Name of the field to decode; or an operation of another pipeline, whose result (computed once per
+        batch) this output continues from with its own transforms (then without a decoder).
     decoder : Operation, optional
         Decoder; default: the field's own (e.g. `SimpleRGBImageDecoder` for `RGBImageField`).
     transforms : list of Operation or torch.nn.Module, optional
-        Applied in order after the decoder.
+        Applied in order after the decoder (or the source operation).
     """
 
     def __init__(self, source: Union[str, Operation], decoder: Optional[Operation] = None,
                  transforms: Optional[Sequence] = None):
-        if not isinstance(source, str):
-            raise NotImplementedError('PipelineSpec sources other than a field name (branching off another '
-                                      "pipeline's operation) are not supported; decode the field twice instead")
         self.source = source
         self.decoder = decoder
         self.transforms = list(transforms or [])
-        self.default_pipeline = decoder is None and not transforms
+        self.default_pipeline = decoder is None and not transforms and isinstance(source, str)
 
     def __repr__(self) -> str:
         return f'PipelineSpec(source={self.source!r}, decoder={self.decoder!r}, transforms={self.transforms!r})'

@@ -94,6 +94,9 @@ def saturation_kernel(images, apply, factors):
 
 class _ColorJitter(Operation):
     """Shared wrapper: argument checks, state check, seeded draws, in-place kernel call."""
+
+    modifies_input = True  # works in place (a read-only batch is copied first)
+
     kernel = None
     channels = None  # required channel count (None: any)
 

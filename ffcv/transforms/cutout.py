@@ -63,6 +63,9 @@ class Cutout(Operation):
         zero after normalisation (pass the mean).
     """
 
+    modifies_input = True  # works in place (a read-only batch is copied first)
+
+
     def __init__(self, crop_size: int, fill=(0, 0, 0)):
         super().__init__()
         if isinstance(crop_size, bool) or int(crop_size) != crop_size or crop_size < 1:

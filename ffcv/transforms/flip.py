@@ -78,6 +78,9 @@ class RandomHorizontalFlip(Operation):
     Output: the same batch, flipped in place (FFCV copies every image into a new buffer).
     """
 
+    modifies_input = True  # works in place (a read-only batch is copied first)
+
+
     def __init__(self, flip_prob: float = 0.5):
         super().__init__()
         self.flip_prob = flip_prob

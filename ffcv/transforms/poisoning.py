@@ -48,6 +48,9 @@ class Poison(Operation):
         Range of the result (default (0, 255)).
     """
 
+    modifies_input = True  # works in place (a read-only batch is copied first)
+
+
     def __init__(self, mask: np.ndarray, alpha, indices, clamp=(0, 255)):
         super().__init__()
         self.mask = np.asarray(mask)

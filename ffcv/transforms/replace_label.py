@@ -39,6 +39,9 @@ class ReplaceLabel(Operation):
         The label they get.
     """
 
+    modifies_input = True  # works in place (a read-only batch is copied first)
+
+
     def __init__(self, indices, new_label: int):
         super().__init__()
         self.indices = np.sort(np.asarray(indices, np.int64).reshape(-1))
