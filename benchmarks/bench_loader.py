@@ -65,6 +65,9 @@ CASES = {
     'val500': {'dataset': 'photo500', 'pipeline': 'val', 'res': 224, 'batch_size': 256},
     'cifar': {'dataset': 'cifar', 'pipeline': 'cifar', 'res': 32, 'batch_size': 512},
     'cifar_flip': {'dataset': 'cifar', 'pipeline': 'cifar_flip', 'res': 32, 'batch_size': 512},
+    # FFCV's multi-view graph (8 views of one decode); ours and FFCV only (no torch baseline for it here)
+    'multiview': {'dataset': 'photo256', 'pipeline': 'multiview', 'res': 256, 'batch_size': 64,
+                  'systems': ('ours', 'ffcv')},
 }
 DEFAULT_CASES = 'train,val,train500,val500,cifar'
 # Goals of the Loader issue: (metric, system compared with, required ratio ours / other).
@@ -72,6 +75,7 @@ GOALS = {
     'train': [('steady', 'ffcv', 1.3), ('steady', 'torch', 3.0), ('first', 'ffcv', 3.0), ('rss', 'ffcv', 1.0)],
     'val': [('steady', 'ffcv', 1.2), ('rss', 'ffcv', 1.0)],
     'cifar': [('steady', 'ffcv', 1.0), ('rss', 'ffcv', 1.0)],
+    'multiview': [('steady', 'ffcv', 2.0)],
 }
 
 
@@ -213,6 +217,7 @@ def ours_has_cifar_transforms() -> bool:
 
 def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], anchor_python: Optional[str]) -> dict:
     case = CASES[name]
+    systems = [system for system in systems if system in case.get('systems', SYSTEMS)]
     dataset = prepared[case['dataset']]
     spec = {'path': dataset['path'], 'torch_data': dataset['torch_data'], 'pipeline': case['pipeline'],
             'res': case['res'], 'batch_size': args.batch_size or case['batch_size'], 'num_workers': args.num_workers,

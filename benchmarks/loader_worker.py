@@ -115,6 +115,10 @@ def ffcv_loader(spec: dict):
         image = [SimpleRGBImageDecoder(), RandomHorizontalFlip(), RandomTranslate(padding=2), Cutout(4)]
     elif pipeline == 'cifar_flip':
         image = [SimpleRGBImageDecoder(), RandomHorizontalFlip()]
+    elif pipeline == 'multiview':
+        return Loader(spec['path'], batch_size=spec['batch_size'], num_workers=spec['num_workers'],
+                      order=OrderOption.RANDOM, os_cache=True, drop_last=True, seed=spec['seed'],
+                      pipelines=multiview_pipelines(spec))
     else:
         raise ValueError(f'unknown pipeline {pipeline!r}')
     pipelines = {'image': image + [ToTensor(), ToTorchImage()],
@@ -122,6 +126,22 @@ def ffcv_loader(spec: dict):
     order = OrderOption.SEQUENTIAL if pipeline == 'val' else OrderOption.RANDOM
     return Loader(spec['path'], batch_size=spec['batch_size'], num_workers=spec['num_workers'], order=order,
                   os_cache=True, drop_last=pipeline != 'val', seed=spec['seed'], pipelines=pipelines)
+
+
+def multiview_pipelines(spec: dict) -> dict:
+    """FFCV's multi-view graph: one center-crop decode per image ('image', transforms=[]) that every view
+    branches off (PipelineSpec(source=decoder)): 2 views of 224 px and 6 of 96 px, each a RandomResizedCrop
+    + flip. The loader's first output is the decoded batch: it counts the images."""
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder
+    from ffcv.pipeline import PipelineSpec
+    from ffcv.transforms import RandomHorizontalFlip, RandomResizedCrop, ToTensor, ToTorchImage
+
+    decoder = CenterCropRGBImageDecoder((spec['res'], spec['res']), 1.0)
+    pipelines = {'image': PipelineSpec('image', decoder=decoder, transforms=[]), 'label': None}
+    for index, (size, scale) in enumerate([(224, (0.25, 1.0))] * 2 + [(96, (0.05, 0.25))] * 6):
+        pipelines[f'view{index}'] = PipelineSpec(decoder, transforms=[
+            RandomResizedCrop(scale, (3 / 4, 4 / 3), size), RandomHorizontalFlip(), ToTensor(), ToTorchImage()])
+    return pipelines
 
 
 # --- torch.utils.data.DataLoader + torchvision -----------------------------------------------------
