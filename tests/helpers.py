@@ -67,3 +67,10 @@ def compiled_and_python(run):
         return compiled, run()
     finally:
         Compiler.set_enabled(previous)
+
+
+def run_cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `ffcv argv...`, run in-process."""
+    from ffcv.tools.cli import main
+    code = main([str(a) for a in argv])
+    return (code, *capsys.readouterr())

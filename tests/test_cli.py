@@ -1,4 +1,7 @@
-"""The `ffcv` command: inspect, verify and convert, called in-process through `main` (one run as a script)."""
+"""The `ffcv` command: inspect and verify, called in-process through `main` (one run as a script).
+
+`ffcv convert`: test_cli_convert.py; `ffcv bench`: test_cli_bench.py.
+"""
 import json
 import shutil
 import subprocess
@@ -7,20 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import photo_like
-from ffcv.tools.cli import main
 from ffcv.reader import Reader
+from ffcv.tools.cli import main
+
+from helpers import run_cli
 
 FIXTURE_FILES = ['basic.beton', 'images_raw.beton', 'images_jpg.beton', 'images_proportion.beton',
                  'images_smart.beton', 'cifar_like.beton']
-
-
-def run_cli(capsys, *argv):
-    """(exit code, stdout, stderr) of `ffcv argv...`."""
-    code = main([str(a) for a in argv])
-    return (code, *capsys.readouterr())
 
 
 # --- inspect ---
@@ -88,12 +85,44 @@ def test_verify_names_corrupt_jpegs(fixtures_dir, tmp_path, capsys):
     assert 'Verifying' in err  # the progress bar
 
 
-def test_verify_truncated_file(fixtures_dir, tmp_path, capsys):
-    path = tmp_path / 'truncated.beton'
-    path.write_bytes((fixtures_dir / 'images_raw.beton').read_bytes()[:3_000_000])
-    code, out, err = run_cli(capsys, 'verify', '--no-progress', path)
-    assert code == 2 and out == ''
-    assert str(path) in err and 'allocation table' in err
+def cut_points(reader: Reader) -> dict:
+    """Where a file can end early: inside each section, and at or inside the allocation table's entries."""
+    return {'header': 10, 'field table': reader.metadata_start - 5, 'metadata': reader.metadata_end - 1,
+            'data': 3_000_000, 'whole table': reader.alloc_table_ptr, 'inside an entry': reader.alloc_table_ptr + 5,
+            'last entry': reader.file_size - 24}
+
+
+@pytest.mark.parametrize('where', ['header', 'field table', 'metadata', 'data', 'whole table', 'inside an entry',
+                                   'last entry'])
+@pytest.mark.parametrize('command', ['inspect', 'verify'])
+def test_truncated_file_says_truncated(fixtures_dir, tmp_path, capsys, command, where):
+    source = fixtures_dir / 'images_raw.beton'
+    path = tmp_path / 'cut.beton'
+    path.write_bytes(source.read_bytes()[:cut_points(Reader(source))[where]])
+    code, out, err = run_cli(capsys, command, '--no-progress' if command == 'verify' else '--json', path)
+    assert code == 2 and out == '' and err.count('\n') == 1
+    prefix, message = err.split(f'{path}: ')  # the path, named once, then the problem
+    assert prefix == f'ffcv {command}: error: ' and 'truncated' in message
+    if where in ('data', 'metadata'):
+        assert 'allocation table starts at byte 4,194,304' in message
+
+
+def test_corrupt_complete_file_is_not_called_truncated(fixtures_dir, tmp_path, capsys):
+    path = tmp_path / 'corrupt.beton'
+    path.write_bytes((fixtures_dir / 'images_raw.beton').read_bytes())
+    reader = Reader(path)
+    image = reader.metadata_type.fields['f0']  # (dtype, offset) of the image column
+    with open(path, 'r+b') as fp:  # sample 3's data pointer, in a file of full length
+        fp.seek(reader.metadata_start + 3 * reader.metadata_type.itemsize + image[1] + image[0].fields['data_ptr'][1])
+        fp.write((12345).to_bytes(8, 'little'))
+    code, _, err = run_cli(capsys, 'verify', path)
+    assert code == 2 and "sample 3, field 'image'" in err and 'truncated' not in err.split(str(path))[1]
+    (tmp_path / 'text.beton').write_text('not a beton file, just some text long enough to hold a header')
+    code, _, err = run_cli(capsys, 'inspect', tmp_path / 'text.beton')
+    assert code == 2 and 'not a .beton file' in err and 'truncated' not in err.split('text.beton')[1]
+
+
+def test_missing_file(tmp_path, capsys):
     code, _, err = run_cli(capsys, 'verify', tmp_path / 'missing.beton')
     assert code == 2 and 'missing.beton' in err
 
@@ -140,100 +169,6 @@ def test_verify_custom_field(tmp_path, monkeypatch, capsys):
 
 
 # --- convert ---
-
-def make_image_folder(root: Path, rng) -> list:
-    """3 class folders (created unsorted) of PNG and JPEG files; returns [(pixels, label)] in file order."""
-    expected = []
-    for label, name in sorted(enumerate(['bird', 'cat', 'dog']), key=lambda item: item[1][::-1]):
-        (root / name).mkdir(parents=True)
-        for k, suffix in enumerate(['.png', '.JPG', '.png', '.jpeg']):
-            image = Image.fromarray(photo_like(rng, 12 + 3 * k, 20 - 2 * k + label))
-            path = root / name / f'{k:02d}{suffix}'
-            image.save(path)
-            expected.append((label, k, np.asarray(Image.open(path).convert('RGB'))))
-        (root / name / 'notes.txt').write_text('not an image')
-    return [(pixels, label) for label, _, pixels in sorted(expected, key=lambda item: item[:2])]
-
-
-def test_convert_image_folder_raw(tmp_path, rng, capsys):
-    expected = make_image_folder(tmp_path / 'train', rng)
-    out_path = tmp_path / 'folder.beton'
-    code, out, _ = run_cli(capsys, 'convert', tmp_path / 'train', out_path, '--num-workers', 2, '--chunksize', 5,
-                           '--no-progress')
-    assert code == 0 and out.startswith('Wrote 12 samples')
-    reader = Reader(out_path)
-    assert reader.num_samples == 12 and reader.field_names == ['image', 'label']
-    for index, (pixels, label) in enumerate(expected):
-        sample = reader.read_sample(index)
-        assert sample['label'] == label
-        np.testing.assert_array_equal(sample['image'], pixels)
-
-
-def test_convert_npz_jpg_max_resolution_shuffled(tmp_path, rng, capsys):
-    images = np.stack([photo_like(rng, 40, 64) for _ in range(9)])
-    labels = np.arange(9) * 10
-    np.savez(tmp_path / 'arrays.npz', pixels=images, targets=labels)
-    out_path = tmp_path / 'arrays.beton'
-    code, _, _ = run_cli(capsys, 'convert', tmp_path / 'arrays.npz', out_path, '--images-key', 'pixels',
-                         '--labels-key', 'targets', '--write-mode', 'jpg', '--max-resolution', 32,
-                         '--jpeg-quality', 95, '--shuffle', '--seed', 3, '--num-workers', 1, '--no-progress')
-    assert code == 0
-    summary = json.loads(run_cli(capsys, 'inspect', '--json', out_path)[1])
-    assert summary['fields'][0]['stats']['jpg'] == 9
-    order = np.random.default_rng(3).permutation(9)
-    reader = Reader(out_path)
-    for index in range(9):
-        sample = reader.read_sample(index)
-        assert sample['label'] == labels[order[index]]
-        assert sample['image'].shape == (20, 32, 3)  # longer side 64 -> 32, aspect ratio kept
-        source = images[order[index]].reshape(20, 2, 32, 2, 3).mean(axis=(1, 3))
-        assert np.abs(sample['image'] - source).mean() < 6
-
-
-def test_convert_npy_with_labels(tmp_path, rng, capsys):
-    np.save(tmp_path / 'images.npy', rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
-    np.save(tmp_path / 'labels.npy', np.array([3, 1, 4, 1]))
-    out_path = tmp_path / 'npy.beton'
-    code, _, _ = run_cli(capsys, 'convert', tmp_path / 'images.npy', out_path, '--labels', tmp_path / 'labels.npy',
-                         '--num-workers', 1, '--no-progress', '--page-size', '4M')
-    assert code == 0
-    assert Reader(out_path).page_size == 4 << 20
-    assert [Reader(out_path).read_sample(i)['label'] for i in range(4)] == [3, 1, 4, 1]
-
-
-def make_bad_source(case: str, folder: Path) -> Path:
-    """A conversion source that `ffcv convert` must refuse."""
-    zeros = np.zeros((2, 4, 4, 3), np.uint8)
-    if case == 'missing':
-        return folder / 'nothing'
-    if case == 'no images':
-        (folder / 'cls').mkdir()
-        (folder / 'cls' / 'a.txt').write_text('')
-    elif case == 'npz keys':
-        np.savez(folder / 'a.npz', images=zeros)
-    elif case == 'length mismatch':
-        np.savez(folder / 'a.npz', images=zeros, labels=np.arange(3))
-    elif case == 'float images':
-        np.savez(folder / 'a.npz', images=zeros.astype(np.float32), labels=np.arange(2))
-    elif case == 'npy without labels':
-        np.save(folder / 'a.npy', zeros)
-        return folder / 'a.npy'
-    return folder / 'a.npz' if (folder / 'a.npz').exists() else folder
-
-
-@pytest.mark.parametrize('case, message', [
-    ('missing', 'no such file or folder'), ('empty folder', 'no class sub-folders'),
-    ('no images', 'no image files'), ('npz keys', "no array named 'labels'"),
-    ('length mismatch', '2 images but 3 labels'), ('float images', 'images must be uint8'),
-    ('npy without labels', 'needs --labels')])
-def test_convert_errors(case, message, tmp_path, capsys):
-    (tmp_path / 'src').mkdir()
-    src = make_bad_source(case, tmp_path / 'src')
-    code, out, err = run_cli(capsys, 'convert', src, tmp_path / 'out.beton', '--no-progress')
-    assert code == 2 and out == ''
-    assert err.startswith('ffcv convert: error: ') and message in err
-    assert not (tmp_path / 'out.beton').exists()
-
 
 def test_usage_errors_return_2(capsys):
     assert main([]) == 2

@@ -70,3 +70,25 @@ def test_bench_errors_in_user_terms(fixtures_dir, tmp_path, capsys):
     assert code == 2 and 'missing.beton' in err
     code, _, err = run_cli(capsys, 'bench', fixtures_dir / 'cifar_like.beton', '--batches', '0')
     assert code == 2 and '--batches' in err
+
+
+def test_bench_caps_the_batch_to_the_file(fixtures_dir, capsys):
+    code, out, _ = run_cli(capsys, 'bench', '--json', fixtures_dir / 'cifar_like.beton', '--batch-size', '1000',
+                           '--batches', '2', '--num-workers', '2')
+    assert code == 0
+    report = json.loads(out)
+    assert (report['num_samples'], report['batch_size'], report['requested_batch_size']) == (64, 64, 1000)
+    assert (report['loader']['batches'], report['loader']['images']) == (2, 2 * 64)
+    assert all(stage['images'] == 2 * 64 for stage in report['fields'][0]['stages'])
+    assert 'batch 64 (requested 1000, capped to the number of samples)' in format_report(report)
+    assert 'requested' not in format_report(bench_file(str(fixtures_dir / 'cifar_like.beton'), batch_size=64,
+                                                       num_workers=1, batches=1))
+
+
+def test_bench_empty_file(tmp_path, capsys):
+    from ffcv.fields import IntField
+    from ffcv.writer import DatasetWriter
+    path = tmp_path / 'empty.beton'
+    DatasetWriter(str(path), {'label': IntField()}, num_workers=1).from_indexed_dataset([], progress=False)
+    code, out, err = run_cli(capsys, 'bench', path)
+    assert code == 2 and out == '' and f'{path} holds no samples' in err

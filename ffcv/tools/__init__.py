@@ -1,2 +1,2 @@
-"""The ``ffcv`` command (`cli`: inspect, verify, convert, bench) and the stage benchmark behind
-``ffcv bench`` (`bench`)."""
+"""The ``ffcv`` command: `cli` (the entry point, inspect, verify, bench), `convert`, `common` (exit codes,
+errors, formatting), and `bench` (the stage timing behind ``ffcv bench``)."""

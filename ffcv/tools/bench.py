@@ -178,7 +178,9 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
         else train. Every pipeline ends with ToTensor, ToDevice (if CUDA) and ToTorchImage.
     res : int, optional
         Output side of the crop pipelines.
-    batch_size, num_workers : int
+    batch_size : int
+        As for `Loader`, capped to the number of samples (the report gives the batch size used).
+    num_workers : int
         As for `Loader` (num_workers < 1: every CPU this process may use).
     batches : int
         Batches measured per stage (after one warm-up batch).
@@ -192,9 +194,14 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
     Returns
     -------
     dict
-        ``{'file', 'num_samples', 'batch_size', 'num_workers', 'batches', 'device', 'fields': [{'name',
-        'pipeline', 'stages': [...]}], 'loader': {...}, 'bottleneck': {...}}``; each stage has 'stage',
-        'images_per_s', 'us_per_image' (thread-time), 'images' and 'in_pipeline'.
+        ``{'file', 'num_samples', 'batch_size' (used), 'requested_batch_size', 'num_workers', 'batches',
+        'device', 'fields': [{'name', 'pipeline', 'stages': [...]}], 'loader': {...}, 'bottleneck': {...}}``;
+        each stage has 'stage', 'images_per_s', 'us_per_image' (thread-time), 'images' and 'in_pipeline'.
+
+    Raises
+    ------
+    ValueError
+        An unknown `pipeline`, a file without samples, or images the pipeline cannot take.
     """
     from ..loader import Loader, OrderOption
     from ..reader import Reader
@@ -205,6 +212,9 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
     if pipeline not in PIPELINES:
         raise ValueError(f'pipeline must be one of {PIPELINES}, got {pipeline!r}')
     reader = Reader(path, custom_handlers=custom_fields)
+    if reader.num_samples == 0:
+        raise ValueError(f'{path} holds no samples: nothing to measure')
+    requested_batch_size, batch_size = batch_size, min(batch_size, reader.num_samples)  # no batch beyond the file
     image_fields = [name for name, handler in reader.handlers.items() if isinstance(handler, RGBImageField)]
     kinds = {name: _choose_pipeline(pipeline, reader.column(name))
              for name in image_fields}
@@ -213,8 +223,7 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
     loader = Loader(path, batch_size=batch_size, num_workers=num_workers, order=order, seed=seed,
                     pipelines=pipelines, drop_last=False, custom_fields=custom_fields)
     state = loader.memory_manager.schedule_epoch([]).state
-    sampled = _batches(reader.num_samples, min(batch_size, reader.num_samples), batches,
-                       np.random.default_rng(seed))
+    sampled = _batches(reader.num_samples, batch_size, batches, np.random.default_rng(seed))
 
     timer = StageTimer()
     report_fields = []
@@ -236,8 +245,8 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
         entry['ops'] = [repr(step.operation) for step in output.steps]
     loader.close()
     report = {'file': path, 'num_samples': reader.num_samples, 'batch_size': batch_size,
-              'num_workers': num_workers, 'batches': batches, 'device': device, 'fields': report_fields,
-              'loader': end_to_end}
+              'requested_batch_size': requested_batch_size, 'num_workers': num_workers, 'batches': batches,
+              'device': device, 'fields': report_fields, 'loader': end_to_end}
     report['bottleneck'] = _bottleneck(report)
     return report
 
@@ -277,7 +286,10 @@ def _bottleneck(report: dict) -> dict:
 
 def format_report(report: dict) -> str:
     """Human-readable table of a `bench_file` report."""
-    lines = [f"{report['file']}: {report['num_samples']:,} samples, batch {report['batch_size']}, "
+    batch = f"batch {report['batch_size']}"
+    if report['batch_size'] < report.get('requested_batch_size', report['batch_size']):
+        batch += f" (requested {report['requested_batch_size']}, capped to the number of samples)"
+    lines = [f"{report['file']}: {report['num_samples']:,} samples, {batch}, "
              f"{report['num_workers']} worker threads, {report['batches']} batches per stage, "
              f"host-to-device: {report['device'] or 'skipped (no CUDA)'}"]
     for entry in report['fields']:

@@ -4,7 +4,7 @@
 
     ffcv inspect FILE [--json]                 fields, sizes and per-field statistics
     ffcv verify FILE [--max-errors N]          decode every sample; exit 0 good, 1 bad samples, 2 unreadable
-    ffcv convert SRC OUT [--write-mode jpg]    image folder / .npz / .npy arrays -> .beton
+    ffcv convert SRC OUT [--skip-bad]          image folder / .npz / .npy arrays -> .beton
     ffcv bench FILE [--pipeline train]         images/s of each loading stage; names the bottleneck
 
 Adding a command takes a few lines: write ``_add_<name>(subparsers)``, which builds the sub-parser and
@@ -17,9 +17,9 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 import time
-import zipfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -27,44 +27,17 @@ from tqdm import tqdm
 
 from ..fields import BytesField, FloatField, IntField, RGBImageField
 from ..fields.base import Field
-from ..fields.rgb_image import IMAGE_MODES, WRITE_MODES
+from ..fields.rgb_image import IMAGE_MODES
 from ..reader import CorruptFileError, Reader
-from ..types import TYPE_ID_HANDLER, DEFAULT_PAGE_SIZE, FieldDescType, HeaderType, column_name
+from ..types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, TYPE_ID_HANDLER, FieldDescType,
+                     HeaderType, column_name)
 from ..utils import align_to_page
+
+from .common import EXIT_BAD_SAMPLES, EXIT_ERROR, EXIT_OK, CommandError, human_bytes, naming, plural
+from .convert import add_convert
 
 __all__ = ['main', 'build_parser', 'inspect_file', 'CommandError']
 
-EXIT_OK, EXIT_BAD_SAMPLES, EXIT_ERROR = 0, 1, 2
-
-
-class CommandError(Exception):
-    """A failure the user can fix (missing file, corrupt file, bad option); exit code 2."""
-
-
-# --- Shared helpers ------------------------------------------------------------------------------
-
-def _human_bytes(size: float) -> str:
-    """'4.0 MiB' style size."""
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(size) < 1024 or unit == 'TiB':
-            return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
-        size /= 1024
-    raise AssertionError('unreachable')
-
-
-def _plural(count: int, word: str) -> str:
-    """'1 page', '3 pages'."""
-    return f'{count:,} {word}' + ('' if count == 1 else 's')
-
-
-def _parse_size(text: str) -> int:
-    """Byte count from '8388608', '8M', '8MiB' or '2G' (binary units)."""
-    value = text.strip().upper().removesuffix('IB').removesuffix('B')
-    scale = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}.get(value[-1:], 1)
-    try:
-        return int(value[:-1] if scale > 1 else value) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not a size: {text!r} (use bytes, or a K/M/G suffix)') from None
 
 
 def _load_custom_fields(specs: Sequence[str]) -> Dict[str, type]:
@@ -85,17 +58,56 @@ def _load_custom_fields(specs: Sequence[str]) -> Dict[str, type]:
     return classes
 
 
+# Reader._check_pointers' words for a pointer without an allocation entry (see `_truncation`).
+_MISSING_ALLOCATION = re.compile(r'^sample (\d+), field .*: data pointer (\d+) is not an allocation of the file$')
+
+
+def _truncation(path: str, problem: str) -> Optional[str]:
+    """How `path` is truncated, when it is shorter than its own header and tables say; else None.
+
+    The allocation table is the file's last section and the header gives its offset, so: a file ending
+    before that offset lost its tail; one ending inside a table entry was cut there; one whose table ends at
+    an entry boundary, while the metadata points at data the table has no entry for, lost the table's last
+    entries (the writers write a sample's entries together, so that sample has none left, or its entries
+    are the table's last).
+    """
+    size = os.path.getsize(path)
+    if size < HeaderType.itemsize:
+        return None  # the Reader's message says 'not a .beton file, or truncated': nothing more is known
+    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    if int(header['version']) != CURRENT_VERSION:
+        return None
+    table_start = int(header['alloc_table_ptr'])
+    if table_start > size:
+        return (f'truncated: {size:,} bytes, but its header says the allocation table starts at byte '
+                f'{table_start:,} (at least {plural(table_start - size, "byte")} missing)')
+    entry = ALLOC_TABLE_TYPE.itemsize
+    if (size - table_start) % entry:
+        return (f'truncated: the file ends {(size - table_start) % entry} bytes into a {entry}-byte entry of '
+                f'the allocation table (which starts at byte {table_start:,})')
+    missing = _MISSING_ALLOCATION.match(problem)
+    if missing:
+        sample, pointer = int(missing.group(1)), int(missing.group(2))
+        owners = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_start)['sample_id']
+        if not (owners == sample).any() or owners[-1] == sample:
+            return (f"truncated: the allocation table, which ends the file, stops after {owners.size:,} entries, "
+                    f"without the one for sample {sample}'s data at byte {pointer:,}")
+    return None
+
+
 def _open_reader(path: str, custom_specs: Sequence[str] = ()) -> Reader:
-    """Reader of `path`, every way of failing turned into a CommandError."""
+    """Reader of `path`, every way of failing turned into a CommandError (saying 'truncated' when it is)."""
     custom = _load_custom_fields(custom_specs)
     try:
         return Reader(path, custom_handlers=custom)
-    except (CorruptFileError, FileNotFoundError, IsADirectoryError) as exc:
+    except CorruptFileError as exc:
+        truncated = _truncation(path, exc.problem)
+        raise CommandError(f'{path}: {truncated}' if truncated else str(exc)) from None
+    except (FileNotFoundError, IsADirectoryError) as exc:
         raise CommandError(str(exc)) from None
     except ValueError as exc:  # custom field without a class, unknown type id
         hint = ' (give its class with --custom-field NAME=module:Class)' if 'custom' in str(exc) else ''
-        message = str(exc) if path in str(exc) else f'{path}: {exc}'
-        raise CommandError(f'{message}{hint}') from None
+        raise CommandError(f'{naming(path, exc)}{hint}') from None
 
 
 def _field_class_name(reader: Reader, index: int) -> str:
@@ -182,12 +194,12 @@ def _format_stats(stats: dict) -> List[str]:
         mean = 'n/a' if stats['bytes_mean'] is None else f"{stats['bytes_mean']:,.1f}"
         return [f"encoding   {stats['jpg']} jpg, {stats['raw']} raw",
                 f"width      {spread(stats['width'])}", f"height     {spread(stats['height'])}",
-                f"bytes      total {stats['bytes_total']:,} ({_human_bytes(stats['bytes_total'])}), "
+                f"bytes      total {stats['bytes_total']:,} ({human_bytes(stats['bytes_total'])}), "
                 f'mean {mean} per image']
     if 'size_min' in stats:
         mean = 'n/a' if stats['size_mean'] is None else f"{stats['size_mean']:,.1f}"
         return [f"size       min {stats['size_min']}, max {stats['size_max']}, mean {mean} bytes "
-                f"(total {_human_bytes(stats['bytes_total'])})"]
+                f"(total {human_bytes(stats['bytes_total'])})"]
     if 'distinct' in stats:
         return [f"values     min {stats['min']}, max {stats['max']}, {stats['distinct']} distinct"]
     if 'non_finite' in stats:
@@ -199,14 +211,14 @@ def _format_inspect(summary: dict) -> str:
     sections = summary['sections']
     lines = [summary['file'],
              f"  samples      {summary['num_samples']:,}",
-             f"  page size    {_human_bytes(summary['page_size'])} ({summary['page_size']:,} bytes)",
-             f"  file size    {_human_bytes(summary['file_size'])} ({summary['file_size']:,} bytes)",
-             f"  header       {sections['header']} B + field table {_human_bytes(sections['field_table'])}",
-             f"  metadata     {_human_bytes(sections['metadata'])} "
-             f"(+ {_human_bytes(sections['padding'])} padding to the first page)",
-             f"  data         {_human_bytes(sections['data'])} in {_plural(summary['pages'], 'page')}, "
-             f"{_human_bytes(summary['data_used'])} used",
-             f"  alloc table  {_human_bytes(sections['alloc_table'])} ({summary['allocations']:,} entries)",
+             f"  page size    {human_bytes(summary['page_size'])} ({summary['page_size']:,} bytes)",
+             f"  file size    {human_bytes(summary['file_size'])} ({summary['file_size']:,} bytes)",
+             f"  header       {sections['header']} B + field table {human_bytes(sections['field_table'])}",
+             f"  metadata     {human_bytes(sections['metadata'])} "
+             f"(+ {human_bytes(sections['padding'])} padding to the first page)",
+             f"  data         {human_bytes(sections['data'])} in {plural(summary['pages'], 'page')}, "
+             f"{human_bytes(summary['data_used'])} used",
+             f"  alloc table  {human_bytes(sections['alloc_table'])} ({summary['allocations']:,} entries)",
              '', 'fields']
     rows = [('#', 'name', 'type', 'class', 'description')]
     rows += [(str(i), f['name'], str(f['type_id']), f['class'], f['description'])
@@ -281,106 +293,17 @@ def _run_verify(args) -> int:
     for index, name, message in errors[:max(args.max_errors, 0)]:
         print(f"sample {index}, field '{name}': {message}")
     if len(errors) > max(args.max_errors, 0):
-        print(f'... {_plural(len(errors) - max(args.max_errors, 0), "more error")} not listed (--max-errors)')
+        print(f'... {plural(len(errors) - max(args.max_errors, 0), "more error")} not listed (--max-errors)')
     for name, reason in skipped.items():
         print(f"field '{name}': cannot decode custom field ({reason}); its values were not checked")
     checked = len(handlers) - len(skipped)
     if bad_samples:
-        print(f'FAILED: {len(bad_samples)} of {_plural(reader.num_samples, "sample")} bad '
-              f'({_plural(len(errors), "error")}) in '
+        print(f'FAILED: {len(bad_samples)} of {plural(reader.num_samples, "sample")} bad '
+              f'({plural(len(errors), "error")}) in '
               f'{args.file}')
         return EXIT_BAD_SAMPLES
-    print(f'OK: {_plural(reader.num_samples, "sample")} x {_plural(checked, "field")} decoded in {args.file} '
+    print(f'OK: {plural(reader.num_samples, "sample")} x {plural(checked, "field")} decoded in {args.file} '
           f'({elapsed:.1f} s)')
-    return EXIT_OK
-
-
-# --- convert -------------------------------------------------------------------------------------
-
-def _add_convert(subparsers) -> None:
-    parser = subparsers.add_parser(
-        'convert', help='write an image folder or .npz/.npy arrays to a .beton file',
-        description="Write SRC to OUT with fields {'image': RGBImageField, 'label': IntField}. SRC is a folder "
-                    'in ImageFolder layout (SRC/<class>/<image>, classes sorted by name give the labels), a '
-                    '.npz with (N, H, W, 3) uint8 images and (N,) integer labels, or a .npy of images with '
-                    '--labels FILE.npy.')
-    parser.add_argument('src', help='image folder, .npz or .npy file')
-    parser.add_argument('out', help='output .beton file')
-    source = parser.add_argument_group('array sources')
-    source.add_argument('--images-key', default='images', help='images array in a .npz (default: images)')
-    source.add_argument('--labels-key', default='labels', help='labels array in a .npz (default: labels)')
-    source.add_argument('--labels', metavar='FILE.npy', help='labels of a .npy images file')
-    image = parser.add_argument_group('image field (RGBImageField options)')
-    image.add_argument('--write-mode', choices=WRITE_MODES, default='raw', help='default: raw')
-    image.add_argument('--max-resolution', type=int, help='downscale so the longer side is at most this')
-    image.add_argument('--smart-threshold', type=int, help="'smart': JPEG when H*W*3 exceeds this many bytes")
-    image.add_argument('--jpeg-quality', type=int, default=90, help='0-100 (default 90)')
-    image.add_argument('--compress-probability', type=float, default=0.5,
-                       help="'proportion': probability of JPEG (default 0.5)")
-    writer = parser.add_argument_group('writer')
-    writer.add_argument('--num-workers', type=int, default=0, help='encoding processes (default: every CPU)')
-    writer.add_argument('--page-size', type=_parse_size, default=DEFAULT_PAGE_SIZE,
-                        help='power of two >= 2M, e.g. 8M (default 8M)')
-    writer.add_argument('--chunksize', type=int, default=100, help='samples per work item (default 100)')
-    writer.add_argument('--shuffle', action='store_true', help='write the samples in a random order')
-    writer.add_argument('--seed', type=int, default=0, help='seed of --shuffle (default 0)')
-    writer.add_argument('--no-progress', action='store_true', help='no progress bar')
-    parser.set_defaults(handler=_run_convert)
-
-
-def _open_source(args):
-    """The dataset of (image, label) samples that `args.src` names."""
-    from ..datasets import ArrayDataset, ImageFolderDataset
-    src = args.src
-    if not os.path.exists(src):
-        raise CommandError(f'{src}: no such file or folder')
-    try:
-        if os.path.isdir(src):
-            return ImageFolderDataset(src)
-        if src.lower().endswith('.npz'):
-            with np.load(src) as arrays:
-                wanted = [args.images_key] + ([args.labels_key] if args.labels is None else [])
-                missing = [key for key in wanted if key not in arrays.files]
-                if missing:
-                    raise CommandError(f"{src}: no array named {', '.join(map(repr, missing))} (it has "
-                                       f"{', '.join(arrays.files) or 'none'}; choose with --images-key/--labels-key)")
-                images = arrays[args.images_key]
-                labels = np.load(args.labels) if args.labels else arrays[args.labels_key]
-            return ArrayDataset(images, labels)
-        if src.lower().endswith('.npy'):
-            if args.labels is None:
-                raise CommandError(f'{src}: a .npy images file needs --labels FILE.npy')
-            return ArrayDataset(np.load(src, mmap_mode='r'), np.load(args.labels, mmap_mode='r'))
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CommandError(f'{src}: {exc}') from None
-    raise CommandError(f'{src}: not a folder, .npz or .npy file')
-
-
-def _run_convert(args) -> int:
-    from ..writer import DatasetWriteError, DatasetWriter
-    dataset = _open_source(args)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise CommandError(f'{args.out}: the folder {out_dir} does not exist')
-    try:
-        field = RGBImageField(write_mode=args.write_mode, max_resolution=args.max_resolution,
-                              smart_threshold=args.smart_threshold, jpeg_quality=args.jpeg_quality,
-                              compress_probability=args.compress_probability)
-        writer = DatasetWriter(args.out, {'image': field, 'label': IntField()}, page_size=args.page_size,
-                               num_workers=args.num_workers)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    indices = np.random.default_rng(args.seed).permutation(len(dataset)) if args.shuffle else None
-    started = time.perf_counter()
-    try:
-        writer.from_indexed_dataset(dataset, indices=indices, chunksize=max(args.chunksize, 1),
-                                    progress=not args.no_progress)
-    except DatasetWriteError as exc:
-        raise CommandError(str(exc)) from None
-    elapsed = time.perf_counter() - started
-    size = os.path.getsize(args.out)
-    print(f'Wrote {len(dataset):,} samples to {args.out} ({_human_bytes(size)}) in {elapsed:.2f} s '
-          f'({len(dataset) / max(elapsed, 1e-9):,.0f} images/s)')
     return EXIT_OK
 
 
@@ -422,7 +345,7 @@ def _run_bench(args) -> int:
 
 # --- Entry point ---------------------------------------------------------------------------------
 
-COMMANDS = [_add_inspect, _add_verify, _add_convert, _add_bench]
+COMMANDS = [_add_inspect, _add_verify, add_convert, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
