@@ -99,6 +99,8 @@ class Loader:
     order_kwargs : mapping
         Extra keyword arguments of the order class.
 
+    Notes
+    -----
     Iterating gives one epoch; each batch is a tuple with one entry per output (fields in file order,
     then extra outputs). ``state_dict()`` / ``load_state_dict()`` resume mid-epoch exactly.
     """
