@@ -218,3 +218,25 @@ def test_get_center_crop_is_ffcvs_formula(height, width, ratio, expected):
     assert fast_crop.get_center_crop.py_func(height, width, ratio) == expected
     side = int(ratio * min(height, width))
     assert expected == ((height - side) // 2, (width - side) // 2, side, side)
+
+
+def test_importing_ffcv_does_not_load_the_ffcv_helper_modules_until_asked():
+    """`import ffcv` (and its fields, transforms, loader) leaves ffcv.libffcv unloaded (~0.2 s of ctypes and
+    OpenCV set-up per process); the FFCV names that re-export it still resolve, to the same objects."""
+    import subprocess
+    import sys
+    code = ('import sys, ffcv, ffcv.fields, ffcv.transforms, ffcv.loader, ffcv.fields.decoders\n'
+            'loaded = sorted(m for m in sys.modules if m.endswith(("libffcv", "fast_crop", "page_reader")))\n'
+            'assert not loaded, loaded\n'
+            'from ffcv.fields.rgb_image import memcpy, imdecode, resize_crop, get_center_crop, get_random_crop\n'
+            'from ffcv.fields.bytes import memcpy as m2\n'
+            'from ffcv.fields.ndarray import memcpy as m3\n'
+            'from ffcv.transforms.random_resized_crop import fast_crop\n'
+            'from ffcv.memory_managers.process_cache.schedule import PageReader\n'
+            'from ffcv.fields.image_decoders import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder\n'
+            'import ffcv.libffcv as lib, ffcv.fields._ffcv_crops as crops\n'
+            'assert memcpy is m2 is m3 is lib.memcpy and imdecode is lib.imdecode\n'
+            'assert CenterCropRGBImageDecoder((8, 8), 1.0).get_crop_generator is get_center_crop is crops.get_center_crop\n'
+            'assert RandomResizedCropRGBImageDecoder((8, 8)).get_crop_generator is get_random_crop\n'
+            'assert fast_crop.__name__ == "ffcv.transforms.utils.fast_crop" and PageReader.__name__ == "PageReader"\n')
+    subprocess.run([sys.executable, '-c', code], check=True)

@@ -16,7 +16,10 @@ from .base import Field, empty_arguments
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
 from .base import ARG_TYPE  # noqa: F401
-from ..libffcv import memcpy  # noqa: F401
+from .._lazy import lazy_attributes
+
+# FFCV 1.0.2 also exposes `memcpy` here (loaded on first use: it loads ffcv.libffcv).
+__getattr__ = lazy_attributes(__name__, {'memcpy': 'ffcv.libffcv'})
 
 BYTES_METADATA = np.dtype([('ptr', '<u8'), ('size', '<u8')])
 

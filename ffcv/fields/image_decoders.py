@@ -22,8 +22,8 @@ from ..imaging.crop import center_crop_windows, random_resized_crop_windows
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
-from ..transforms.utils import fast_crop
 from ._decoding import NO_SIZES, annotate, batch_blobs, copy_blobs
+from .._lazy import lazy_attributes
 
 IMAGE_MODES = {'jpg': 0, 'raw': 1}  # how RGBImageField stores each image: its metadata's `mode` byte
 
@@ -139,14 +139,9 @@ class SimpleRGBImageDecoder(Operation):
         return decode
 
 
-# FFCV's crop functions, drawn from NumPy's global generator (our decoders draw seeded windows instead:
-# `crop_windows`). They are plain Python functions that `Compiler.compile` turns into numba code.
-get_random_crop = fast_crop.get_random_crop.py_func
-
-
-def get_center_crop(height, width, _, ratio):
-    """FFCV's center-crop window ``(top, left, side, side)``; the third argument is unused (FFCV's signature)."""
-    return fast_crop.get_center_crop(height, width, ratio)
+# FFCV's crop functions (`get_crop_generator`), loaded on first use: they load ffcv.libffcv.
+__getattr__ = lazy_attributes(__name__, {name: 'ffcv.fields._ffcv_crops'
+                                         for name in ('get_random_crop', 'get_center_crop')})
 
 
 class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
@@ -248,6 +243,7 @@ class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):
 
     @property
     def get_crop_generator(self):
+        from ._ffcv_crops import get_random_crop
         return get_random_crop
 
     def crop_windows(self, heights, widths, seeds):
@@ -268,6 +264,7 @@ class CenterCropRGBImageDecoder(ResizedCropRGBImageDecoder):
 
     @property
     def get_crop_generator(self):
+        from ._ffcv_crops import get_center_crop
         return get_center_crop
 
     def crop_windows(self, heights, widths, seeds):

@@ -17,7 +17,10 @@ from .base import ARG_TYPE, Field
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
-from ..libffcv import memcpy  # noqa: F401
+from .._lazy import lazy_attributes
+
+# FFCV 1.0.2 also exposes `memcpy` here (loaded on first use: it loads ffcv.libffcv).
+__getattr__ = lazy_attributes(__name__, {'memcpy': 'ffcv.libffcv'})
 
 # Argument blob: 32 shape slots (unused trailing ones 0), the length of the dtype JSON, the JSON
 # itself (`dtype.descr`), as FFCV writes it. We add one byte after the JSON: ndim + 1, so that shapes

@@ -10,7 +10,7 @@ from ..imaging.area_resize import area_resize, warm_up
 from .base import Field, empty_arguments
 # The decoders live beside the field; FFCV users import them from here too.
 from .image_decoders import (IMAGE_MODES, CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,  # noqa: F401
-                             ResizedCropRGBImageDecoder, SimpleRGBImageDecoder, get_center_crop, get_random_crop)
+                             ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
 
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..pipeline.allocation_query import AllocationQuery  # noqa: F401
@@ -18,7 +18,12 @@ from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.operation import Operation  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
 from .base import ARG_TYPE  # noqa: F401
-from ..libffcv import imdecode, memcpy, resize_crop  # noqa: F401
+from .._lazy import lazy_attributes
+
+# FFCV 1.0.2 also exposes these here (loaded on first use: they load ffcv.libffcv).
+__getattr__ = lazy_attributes(__name__, {**{name: 'ffcv.libffcv' for name in ('imdecode', 'memcpy', 'resize_crop')},
+                                         **{name: 'ffcv.fields._ffcv_crops'
+                                            for name in ('get_center_crop', 'get_random_crop')}})
 
 WRITE_MODES = ('raw', 'jpg', 'smart', 'proportion')
 

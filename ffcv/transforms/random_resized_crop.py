@@ -20,7 +20,10 @@ from ._checks import require_uint8_images
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.state import State  # noqa: F401
-from .utils import fast_crop  # noqa: F401
+from .._lazy import lazy_attributes
+
+# FFCV 1.0.2 also exposes `fast_crop` here (loaded on first use: it loads ffcv.libffcv).
+__getattr__ = lazy_attributes(__name__, {'fast_crop': 'ffcv.transforms.utils'})
 
 
 def resized_crop_kernel(images: np.ndarray, windows: np.ndarray, destination: np.ndarray) -> np.ndarray:

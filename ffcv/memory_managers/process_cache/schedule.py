@@ -15,7 +15,10 @@ from typing import Sequence
 import numpy as np
 
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
-from .page_reader import PageReader  # noqa: F401
+from ..._lazy import lazy_attributes
+
+# FFCV 1.0.2 also exposes `PageReader` here (loaded on first use: it loads ffcv.libffcv).
+__getattr__ = lazy_attributes(__name__, {'PageReader': 'ffcv.memory_managers.process_cache.page_reader'})
 
 
 def page_data_ends(alloc_table: np.ndarray, page_shift: int, num_pages: int) -> np.ndarray:
