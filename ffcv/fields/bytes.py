@@ -52,7 +52,8 @@ def as_byte_array(value) -> np.ndarray:
 class BytesField(Field):
     """Arbitrary bytes per sample (each sample may have a different length, zero included).
 
-    Decoded by `BytesDecoder` into rows of the longest length in the file; use the stored size to cut.
+    Decoded by `BytesDecoder` into rows of the longest length in the file; `PaddedBytesDecoder` gives the
+    lengths with the rows (and a `max_length` of your choice), `BytesListDecoder` a list of blobs.
     """
 
     @property

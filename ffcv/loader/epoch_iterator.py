@@ -10,6 +10,10 @@ Failure and shutdown rules (no hangs):
   batch, with the original traceback and a note naming the batch and samples; the epoch then stops;
 * breaking out of the loop, deleting the iterator, Ctrl-C or interpreter exit stop the workers: they
   only ever wait on a condition that `close()` signals, and they hold no reference to the iterator.
+
+What a pipeline yields: its last step's result, unless the decoder at its root defines
+``finish_output(result, buffers)`` (the variable-length decoders of `ffcv.fields.ragged`): then what that
+returns for the result and the decoder's own buffers of the batch, e.g. ``(padded, lengths)`` or a list.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class _EpochState:
     def __init__(self, pipelines, run_order: List[int], columns: List[np.ndarray], batches: List[np.ndarray],
                  first_batch: int, context, seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool):
         self.pipelines = pipelines
+        self.finishers = _finishers(pipelines)  # per pipeline: its root decoder's Step if it finishes outputs
         self.run_order = run_order         # pipeline indices, each branch after the pipeline it starts from
         self.columns = columns             # metadata column of each pipeline's field
         self.batches = batches
@@ -148,9 +153,31 @@ def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray):
     storage_state = state.context.state
     results, shared = [None] * len(state.pipelines), {}
     for index in state.run_order:
-        results[index] = state.pipelines[index].run(slot, indices, state.columns[index], storage_state, state.seed,
-                                                    state.epoch, shared)
+        pipeline = state.pipelines[index]
+        try:
+            result = pipeline.run(slot, indices, state.columns[index], storage_state, state.seed, state.epoch, shared)
+            finisher = state.finishers[index]
+            if finisher is not None:
+                result = finisher.operation.finish_output(result, select_buffer(finisher.buffers, slot,
+                                                                                indices.shape[0]))
+        except Exception as exc:
+            if hasattr(exc, 'add_note'):
+                exc.add_note(f"in pipeline '{pipeline.name}' (field '{pipeline.field_name}')")
+            raise
+        results[index] = result
     return tuple(results)
+
+
+def _finishers(pipelines) -> List[Optional[object]]:
+    """For each pipeline, the Step of the decoder it starts from if that decoder defines `finish_output`."""
+    owner = {id(step): pipeline for pipeline in pipelines for step in pipeline.steps}
+    found = []
+    for pipeline in pipelines:
+        while pipeline.source is not None:  # a branch: the decoder of the pipeline it starts from
+            pipeline = owner[id(pipeline.source)]
+        root = pipeline.steps[0] if pipeline.steps else None
+        found.append(root if root is not None and hasattr(root.operation, 'finish_output') else None)
+    return found
 
 
 class EpochIterator:
