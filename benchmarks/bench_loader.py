@@ -11,6 +11,14 @@ ToTensor + Squeeze):
   val / val500      CenterCrop 224 (ratio 224/256), SEQUENTIAL order, batch 256
   cifar             flip + RandomTranslate(2) + Cutout(4), RANDOM order, batch 512 (needs our translate/cutout)
   cifar_flip        flip only (raw-decode throughput; runs whatever transforms exist)
+  multiview         FFCV's graph: one center-crop decode, 8 views branching off it (ours and FFCV)
+  dino              DINO's 2 x 224 + 6 x 96 views by name from the photo256 JPEGs, batch 64: each a random
+                    resized crop (scale 0.4-1 / 0.05-0.4) + flip + colour jitter, grayscale, blur, solarization
+                    (those four when ffcv.transforms has them; the report says), ours vs torch DataLoader +
+                    torchvision v2 (one PIL decode per image, the same transforms per view)
+  dino_separate     the same 8 views, each decoding the JPEG again (ours only): the cost decode-once saves
+  dino_1view        only the first global view (ours and torch): the report gives the cost of 8 views per
+                    sample over 1 (one decode per sample: well under 8x)
 Systems, all with the same thread / worker count (default: every CPU this process may use):
   ours   ffcv.loader.Loader (threads)
   ffcv   FFCV 1.0.2 in its own environment (--anchor-python), the same script and pipelines
@@ -26,6 +34,7 @@ attempt kept; medians use the undisturbed runs when there are any (every result 
   python benchmarks/bench_loader.py                   # full run, JSON in bench_results/loader.json
   python benchmarks/bench_loader.py --quick           # smoke run (1,000 photos, 10,000 CIFAR, 1 repeat)
   python benchmarks/bench_loader.py --cases train,val --systems ours,ffcv
+  python benchmarks/bench_loader.py --quick --cases dino,dino_separate,dino_1view --systems ours,torch
 """
 from __future__ import annotations
 
@@ -68,6 +77,14 @@ CASES = {
     # FFCV's multi-view graph (8 views of one decode); ours and FFCV only (no torch baseline for it here)
     'multiview': {'dataset': 'photo256', 'pipeline': 'multiview', 'res': 256, 'batch_size': 64,
                   'systems': ('ours', 'ffcv')},
+    # DINO's views by name (benchmarks/loader_worker.py: DINO_PIPELINES); decode once vs each view on its own
+    # (the first `samples` images only, --quick: `quick_samples`: the torch baseline runs a few images/s here)
+    'dino': {'dataset': 'photo256', 'pipeline': 'dino', 'res': 224, 'batch_size': 64, 'systems': ('ours', 'torch'),
+             'samples': 1024, 'quick_samples': 320},
+    'dino_separate': {'dataset': 'photo256', 'pipeline': 'dino_separate', 'res': 224, 'batch_size': 64,
+                      'systems': ('ours',), 'samples': 1024, 'quick_samples': 320},
+    'dino_1view': {'dataset': 'photo256', 'pipeline': 'dino_1view', 'res': 224, 'batch_size': 64,
+                   'systems': ('ours', 'torch'), 'samples': 1024, 'quick_samples': 320},
 }
 DEFAULT_CASES = 'train,val,train500,val500,cifar'
 # Goals of the Loader issue: (metric, system compared with, required ratio ours / other).
@@ -76,6 +93,7 @@ GOALS = {
     'val': [('steady', 'ffcv', 1.2), ('rss', 'ffcv', 1.0)],
     'cifar': [('steady', 'ffcv', 1.0), ('rss', 'ffcv', 1.0)],
     'multiview': [('steady', 'ffcv', 2.0)],
+    'dino': [('steady', 'torch', 3.0)],
 }
 
 
@@ -215,14 +233,39 @@ def ours_has_cifar_transforms() -> bool:
     return True
 
 
+SSL_TRANSFORMS = ('RandomColorJitter', 'RandomGrayscale', 'GaussianBlur', 'RandomSolarization')
+
+
+def ours_has_ssl_transforms() -> bool:
+    """Whether ffcv.transforms has DINO's colour augmentations (jitter, grayscale, blur, solarization)."""
+    import ffcv.transforms as transforms
+    return all(hasattr(transforms, name) for name in SSL_TRANSFORMS)
+
+
+def views_summary(results: Dict[str, dict]) -> dict:
+    """Decode-once in figures: the time per sample of 8 views over 1 view, and of 8 views decoding each on
+    its own over 8 sharing one decode (ours, steady epochs); peak RSS of each."""
+    summary = {}
+    for name in ('dino', 'dino_separate', 'dino_1view'):
+        if name in results and 'ours' in results[name]:
+            summary[f'{name}_images_per_s'] = results[name]['ours']['steady_images_per_s']
+            summary[f'{name}_peak_rss_mb'] = results[name]['ours']['peak_rss_mb']
+    if 'dino_images_per_s' in summary and 'dino_1view_images_per_s' in summary:
+        summary['cost_8_views_over_1'] = summary['dino_1view_images_per_s'] / summary['dino_images_per_s']
+    if 'dino_images_per_s' in summary and 'dino_separate_images_per_s' in summary:
+        summary['cost_separate_over_shared'] = summary['dino_images_per_s'] / summary['dino_separate_images_per_s']
+    return summary
+
+
 def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], anchor_python: Optional[str]) -> dict:
     case = CASES[name]
     systems = [system for system in systems if system in case.get('systems', SYSTEMS)]
     dataset = prepared[case['dataset']]
     spec = {'path': dataset['path'], 'torch_data': dataset['torch_data'], 'pipeline': case['pipeline'],
             'res': case['res'], 'batch_size': args.batch_size or case['batch_size'], 'num_workers': args.num_workers,
-            'epochs': args.epochs, 'seed': args.seed, 'torch_decoder': args.torch_decoder}
-    print(f"\n[{name}] {dataset['count']} images of {case['dataset']}, pipeline {case['pipeline']}, "
+            'epochs': args.epochs, 'seed': args.seed, 'torch_decoder': args.torch_decoder,
+            'augment': args.augment, 'samples': case.get('quick_samples' if args.quick else 'samples')}
+    print(f"\n[{name}] {spec['samples'] or dataset['count']} images of {case['dataset']}, pipeline {case['pipeline']}, "
           f"batch {spec['batch_size']}, {args.num_workers} workers, {args.epochs} epochs x {args.repeats} repeats",
           flush=True)
     warm_page_cache(dataset['path'])
@@ -328,6 +371,9 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument('--batch-size', type=int, default=None, help='override every case\'s batch size')
     parser.add_argument('--torch-decoder', choices=('pil', 'torchvision'), default='pil',
                         help='JPEG decoder of the torch baseline (default pil, what torchvision datasets use)')
+    parser.add_argument('--dino-augment', choices=('auto', 'none'), default='auto',
+                        help="dino cases: DINO's colour augmentations when ffcv.transforms has them (auto), or "
+                             'flip only (none: decoding and resizing alone)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--timeout', type=float, default=900, help='seconds allowed per measurement process')
     parser.add_argument('--max-other-load', type=float, default=0.5,
@@ -367,11 +413,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         cases.remove('cifar')
     prepared = prepare_data(Path(args.data_dir), sorted({CASES[c]['dataset'] for c in cases}), args.quick,
                             args.seed, args.num_workers)
+    args.augment = args.dino_augment == 'auto' and ours_has_ssl_transforms()  # torch applies the same set
+    if any(c.startswith('dino') for c in cases):
+        extra = (f" + {', '.join(SSL_TRANSFORMS)}" if args.augment else ' only (--dino-augment none)'
+                 if args.dino_augment == 'none' else f" only (no {', '.join(SSL_TRANSFORMS)} in ffcv.transforms)")
+        print(f'dino views: random resized crop + flip{extra}', flush=True)
     results = {name: bench_case(name, args, prepared, systems, anchor_python) for name in cases}
     print_table(results, args.num_workers)
+    views = views_summary(results)
+    if views:
+        print('\ndecode once (ours, steady): ' + ', '.join(f'{k} {v:,.2f}' for k, v in views.items()))
     report = {'benchmark': 'loader', 'quick': args.quick, 'repeats': args.repeats, 'epochs': args.epochs,
               'num_workers': args.num_workers, 'torch_decoder': args.torch_decoder, 'datasets': prepared,
-              'environment': anchor.environment_info(anchor_python), 'cases': results}
+              'environment': anchor.environment_info(anchor_python), 'cases': results,
+              'dino_augmentations': list(SSL_TRANSFORMS) if args.augment else ['RandomHorizontalFlip'],
+              'decode_once': views}
     anchor.write_report(report, args.out)
     return 0
 

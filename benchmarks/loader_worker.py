@@ -115,10 +115,12 @@ def ffcv_loader(spec: dict):
         image = [SimpleRGBImageDecoder(), RandomHorizontalFlip(), RandomTranslate(padding=2), Cutout(4)]
     elif pipeline == 'cifar_flip':
         image = [SimpleRGBImageDecoder(), RandomHorizontalFlip()]
-    elif pipeline == 'multiview':
+    elif pipeline in ('multiview', *DINO_PIPELINES):
+        views = multiview_pipelines(spec) if pipeline == 'multiview' else dino_pipelines(spec)
+        indices = None if spec.get('samples') is None else list(range(spec['samples']))
         return Loader(spec['path'], batch_size=spec['batch_size'], num_workers=spec['num_workers'],
-                      order=OrderOption.RANDOM, os_cache=True, drop_last=True, seed=spec['seed'],
-                      pipelines=multiview_pipelines(spec))
+                      order=OrderOption.RANDOM, os_cache=True, drop_last=True, seed=spec['seed'], pipelines=views,
+                      indices=indices)
     else:
         raise ValueError(f'unknown pipeline {pipeline!r}')
     pipelines = {'image': image + [ToTensor(), ToTorchImage()],
@@ -144,6 +146,58 @@ def multiview_pipelines(spec: dict) -> dict:
     return pipelines
 
 
+# DINO's views (Caron et al., 2021): (name, output side, RandomResizedCrop scale, blur probability, solarization
+# probability); every view also gets a flip, colour jitter (p 0.8) and grayscale (p 0.2) when `augment` is set.
+DINO_GLOBAL = [('global0', 224, (0.4, 1.0), 1.0, 0.0), ('global1', 224, (0.4, 1.0), 0.1, 0.2)]
+DINO_LOCAL = [(f'local{k}', 96, (0.05, 0.4), 0.5, 0.0) for k in range(6)]
+DINO_PIPELINES = {'dino': DINO_GLOBAL + DINO_LOCAL,      # 8 views, one decode per image
+                  'dino_separate': DINO_GLOBAL + DINO_LOCAL,  # the same 8 views, each decoding on its own
+                  'dino_1view': DINO_GLOBAL[:1]}          # 1 view: what one view costs
+DINO_JITTER = {'brightness': 0.4, 'contrast': 0.4, 'saturation': 0.2, 'hue': 0.1}
+DINO_BLUR_KERNEL = {224: 23, 96: 9}  # about a tenth of the side, odd
+
+
+def dino_pipelines(spec: dict) -> dict:
+    """Views by name (`PipelineSpec('image', decoder=...)` under each view's name): each its own random
+    resized crop + flip (+ DINO's colour augmentations when spec['augment']). 'dino_separate' uses a decoder
+    that declines to share its decode, so each view decodes the JPEG again (the baseline of decode-once)."""
+    from ffcv import transforms as T
+    from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.pipeline import PipelineSpec
+
+    class SeparateDecoder(RandomResizedCropRGBImageDecoder):
+        def can_share_decode(self) -> bool:
+            return False
+
+    decoder_class = SeparateDecoder if spec['pipeline'] == 'dino_separate' else RandomResizedCropRGBImageDecoder
+    pipelines = {'image': None, 'label': [IntDecoder(), T.ToTensor(), T.Squeeze()]}  # label first: counts
+    for name, size, scale, blur, solarize in DINO_PIPELINES[spec['pipeline']]:
+        steps = [T.RandomHorizontalFlip()]
+        if spec['augment']:
+            steps += [T.RandomColorJitter(**DINO_JITTER, p=0.8), T.RandomGrayscale(p=0.2),
+                      T.GaussianBlur(DINO_BLUR_KERNEL[size], sigma=(0.1, 2.0), p=blur)]
+            if solarize:
+                steps.append(T.RandomSolarization(128, p=solarize))
+        pipelines[name] = PipelineSpec('image', decoder=decoder_class((size, size), scale=scale),
+                                       transforms=steps + [T.ToTensor(), T.ToTorchImage()])
+    return pipelines
+
+
+def dino_torch_views(spec: dict) -> list:
+    """The same views as torchvision v2 transforms on a uint8 (C, H, W) tensor."""
+    from torchvision.transforms import v2
+    views = []
+    for _, size, scale, blur, solarize in DINO_PIPELINES[spec['pipeline']]:
+        steps = [v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
+        if spec['augment']:
+            steps += [v2.RandomApply([v2.ColorJitter(**DINO_JITTER)], p=0.8), v2.RandomGrayscale(p=0.2),
+                      v2.RandomApply([v2.GaussianBlur(DINO_BLUR_KERNEL[size], sigma=(0.1, 2.0))], p=blur)]
+            if solarize:
+                steps.append(v2.RandomSolarize(128, p=solarize))
+        views.append(v2.Compose(steps))
+    return views
+
+
 # --- torch.utils.data.DataLoader + torchvision -----------------------------------------------------
 
 class JPEGBytesDataset:
@@ -155,15 +209,29 @@ class JPEGBytesDataset:
     def __len__(self):
         return len(self.blobs)
 
-    def __getitem__(self, index):
+    def decode(self, index):
+        """Image `index`: a PIL image, or a (C, H, W) uint8 tensor with the torchvision decoder."""
         if self.decoder == 'pil':
             from PIL import Image
-            image = Image.open(io.BytesIO(self.blobs[index])).convert('RGB')
-        else:
-            import torch
-            from torchvision.io import decode_jpeg
-            image = decode_jpeg(torch.frombuffer(bytearray(self.blobs[index]), dtype=torch.uint8))
-        return self.transform(image), int(self.labels[index])
+            return Image.open(io.BytesIO(self.blobs[index])).convert('RGB')
+        import torch
+        from torchvision.io import decode_jpeg
+        return decode_jpeg(torch.frombuffer(bytearray(self.blobs[index]), dtype=torch.uint8))
+
+    def __getitem__(self, index):
+        return self.transform(self.decode(index)), int(self.labels[index])
+
+
+class MultiViewDataset(JPEGBytesDataset):
+    """(label, view 0, view 1, ...): each JPEG decoded once (PIL, to a uint8 tensor), then every view's
+    transforms applied to it (how DINO's own loader does it)."""
+
+    def __getitem__(self, index):
+        from torchvision.transforms.v2.functional import pil_to_tensor
+        image = self.decode(index)
+        if self.decoder == 'pil':
+            image = pil_to_tensor(image)
+        return (int(self.labels[index]), *(view(image) for view in self.transform))
 
 
 class ArrayImageDataset:
@@ -211,14 +279,18 @@ def torch_loader(spec: dict):
         dataset = ArrayImageDataset(arrays['images'], arrays['labels'], T.Compose(steps))
     else:
         blob, offsets = arrays['blob'], arrays['offsets']
-        blobs = [blob[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+        count = len(offsets) - 1 if spec.get('samples') is None else spec['samples']
+        blobs = [blob[offsets[i]:offsets[i + 1]].tobytes() for i in range(count)]
         # PIL images end with PILToTensor; torchvision.io.decode_jpeg gives (C, H, W) uint8 tensors already
         to_tensor = [T.PILToTensor()] if spec['torch_decoder'] == 'pil' else []
-        if pipeline == 'train':
+        if pipeline in DINO_PIPELINES:
+            dataset = MultiViewDataset(blobs, arrays['labels'], dino_torch_views(spec), spec['torch_decoder'])
+        elif pipeline == 'train':
             steps = [T.RandomResizedCrop(res, antialias=True), T.RandomHorizontalFlip()] + to_tensor
+            dataset = JPEGBytesDataset(blobs, arrays['labels'], T.Compose(steps), spec['torch_decoder'])
         else:  # torchvision's usual validation transform: the same crop as FFCV's ratio 224/256
             steps = [T.Resize(round(res * 256 / 224), antialias=True), T.CenterCrop(res)] + to_tensor
-        dataset = JPEGBytesDataset(blobs, arrays['labels'], T.Compose(steps), spec['torch_decoder'])
+            dataset = JPEGBytesDataset(blobs, arrays['labels'], T.Compose(steps), spec['torch_decoder'])
     torch.manual_seed(spec['seed'])
     return torch.utils.data.DataLoader(dataset, batch_size=spec['batch_size'], shuffle=pipeline != 'val',
                                        num_workers=spec['num_workers'], persistent_workers=True,

@@ -6,19 +6,22 @@ They run as Python over the batch (one worker thread per batch); the heavy work,
 Raw images are copied by a compiled kernel. When a crop is at least twice the output size, JPEGs are
 decoded at a reduced scale in the DCT domain (M/8), which is several times cheaper; and only the crop's
 rows and columns are decoded (`ffcv.imaging.jpeg_window`, libjpeg-turbo's window decoding).
+Several crop decoders of one field (views, e.g. DINO's global and local crops) share one decode per image
+(the loader groups them; `ResizedCropRGBImageDecoder.generate_shared_code`). The per-image work is in
+`ffcv.imaging.jpeg_crops`.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Tuple
+from typing import Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from ..imaging import jpeg, jpeg_window
-from ..imaging.area_resize import area_resize
+from ..imaging.area_resize import resize_area_into
 from ..imaging.crop import center_crop_windows, random_resized_crop_windows
+from ..imaging.jpeg_crops import check_decoded_size, decode_views, jpeg_crop
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
@@ -33,73 +36,6 @@ JPG, RAW = IMAGE_MODES['jpg'], IMAGE_MODES['raw']
 def _size_range(column) -> str:
     heights, widths = column['height'], column['width']
     return f'{int(widths.min())}x{int(heights.min())} to {int(widths.max())}x{int(heights.max())} (WxH)'
-
-
-def _check_header_size(blob: np.ndarray, height: int, width: int) -> None:
-    """Compare the JPEG's own size with the metadata before a DCT-scaled decode, whose output size
-    alone cannot tell a JPEG twice as large as the metadata says from the right one."""
-    if jpeg.jpeg_size(blob) != (height, width):
-        stored_height, stored_width = jpeg.jpeg_size(blob)
-        raise jpeg.JPEGDecodeError(f'JPEG is {stored_width}x{stored_height} but the metadata says '
-                                    f'{width}x{height}')
-
-
-def _check_decoded_size(image: np.ndarray, height: int, width: int, scaled: bool) -> None:
-    """A JPEG whose header disagrees with the stored metadata is corrupt."""
-    if scaled:  # M/8 scaling rounds up: ceil(side * M / 8)
-        factor = image.shape[0] / height
-        ok = abs(image.shape[1] - width * factor) <= 1 + factor
-    else:
-        ok = image.shape[:2] == (height, width)
-    if not ok:
-        raise jpeg.JPEGDecodeError(f'JPEG is {image.shape[1]}x{image.shape[0]} but the metadata says '
-                                    f'{width}x{height}')
-
-
-def _scale_window(window, height: int, width: int, scaled_h: int, scaled_w: int):
-    """A window of a height x width image, in the coordinates of its scaled_h x scaled_w DCT-scaled decode."""
-    top, left, crop_h, crop_w = window
-    scale_y, scale_x = scaled_h / height, scaled_w / width
-    top, left = int(top * scale_y), int(left * scale_x)
-    return (top, left, max(1, min(round(crop_h * scale_y), scaled_h - top)),
-            max(1, min(round(crop_w * scale_x), scaled_w - left)))
-
-
-def _jpeg_crop(blob, height: int, width: int, window, out_h: int, out_w: int, scratch: np.ndarray,
-               dct_scaling: bool, windowed: bool) -> np.ndarray:
-    """The crop `window` (top, left, h, w) of a height x width JPEG, decoded into `scratch`: at a reduced
-    DCT scale when the crop is at least twice the output, and only its rows and columns when `windowed`."""
-    top, left, crop_h, crop_w = window
-    need_h, need_w = -(-out_h * height // crop_h), -(-out_w * width // crop_w)
-    scaled = dct_scaling and height >= 2 * need_h and width >= 2 * need_w
-    if windowed and (crop_h < height or crop_w < width):
-        scale = jpeg_window.choose_scale(height, width, need_h, need_w) if scaled else 8
-        if scale < 8:
-            window = _scale_window(window, height, width, jpeg_window.scaled_side(height, scale),
-                                   jpeg_window.scaled_side(width, scale))
-        return jpeg_window.decode_window(blob, height, width, window, scale, scratch)
-    if scaled:
-        _check_header_size(blob, height, width)
-    image = jpeg.decode_jpeg(blob, out=scratch, min_height=need_h if scaled else 0,
-                              min_width=need_w if scaled else 0)
-    _check_decoded_size(image, height, width, scaled)
-    if scaled:
-        window = _scale_window(window, height, width, *image.shape[:2])
-    top, left, crop_h, crop_w = window
-    return image[top:top + crop_h, left:left + crop_w]
-
-
-def resize_area_into(image: np.ndarray, out: np.ndarray) -> None:
-    """``out[:] = cv2.resize(image, out size, interpolation=cv2.INTER_AREA)``, the same pixels, faster.
-
-    OpenCV's INTER_AREA is slow (a generic, unvectorised loop) when it shrinks by a non-integer factor,
-    which is most random crops; `area_resize` computes the same result about twice as fast there.
-    """
-    out_h, out_w = out.shape[:2]
-    if image.shape[0] > out_h and image.shape[1] > out_w:
-        out[...] = area_resize(image, out_w, out_h)
-    else:  # enlarging (or same size): OpenCV's own fast path
-        cv2.resize(image, (out_w, out_h), dst=out, interpolation=cv2.INTER_AREA)
 
 
 class SimpleRGBImageDecoder(Operation):
@@ -131,7 +67,7 @@ class SimpleRGBImageDecoder(Operation):
                 for k, i in enumerate(jpegs):
                     try:
                         image = jpeg.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=destination[i])
-                        _check_decoded_size(image, destination.shape[1], destination.shape[2], False)
+                        check_decoded_size(image, destination.shape[1], destination.shape[2], False)
                     except Exception as exc:
                         raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
             return destination
@@ -152,7 +88,11 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
     reduced scale; the result differs from a full-size decode by resampling detail only (the window
     moves by at most one source pixel). With `window_decoding` (default, where `ffcv.imaging.jpeg_window` works),
     only the crop's rows and columns of a JPEG are decoded: the same pixels as a full decode, cheaper.
-    Subclasses implement `crop_windows(heights, widths, seeds)`.
+    Subclasses implement `crop_windows(heights, widths, seeds)` and may check their parameters in
+    `check_parameters()` (run when the loader is built).
+
+    Several outputs of one loader may decode the same field with these decoders (views, each with its own
+    seeded windows): each image is then decoded once for all of them (`generate_shared_code`).
     """
     needs_seeds = False
 
@@ -173,6 +113,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
         height, width = (int(s) for s in self.output_size)
         if height < 1 or width < 1:
             raise ValueError(f'output_size must be positive, got {self.output_size}')
+        self.check_parameters()
         column = self.metadata
         self._max_pixels = int((column['height'].astype(np.int64) * column['width']).max()) if column.size else 0
         shape = (height, width, 3)
@@ -181,6 +122,51 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
 
     def crop_windows(self, heights, widths, seeds) -> np.ndarray:
         raise NotImplementedError
+
+    def check_parameters(self) -> None:
+        """Raise ValueError if the crop parameters cannot give a window inside the image."""
+
+    def can_share_decode(self) -> bool:
+        """Whether this decoder's images may come from a decode shared with other crop decoders of the same
+        field: yes unless a subclass replaced the decoding itself (`generate_code`)."""
+        return type(self).generate_code is ResizedCropRGBImageDecoder.generate_code
+
+    @staticmethod
+    def generate_shared_code(decoders: Sequence['ResizedCropRGBImageDecoder']):
+        """One decode function for several crop decoders of one field (views):
+        ``decode(indices, destinations, metadata, storage_state, seeds)`` fills ``destinations[v]`` (view v's
+        (B, h_v, w_v, 3) buffer) with the crops of ``decoders[v]``, whose windows it draws from ``seeds[v]``
+        (that view's per-sample seeds; None for an unseeded decoder), each image decoded once
+        (`decode_views`)."""
+        decoders = list(decoders)
+
+        def decode(indices, destinations, metadata, storage_state, seeds):
+            windowed = all(d.window_decoding for d in decoders) and jpeg_window.available()
+            dct_scaling = [d.dct_scaling for d in decoders]
+            entries = metadata[indices]
+            heights, widths = entries['height'].astype(np.int64), entries['width'].astype(np.int64)
+            windows = [d.crop_windows(heights, widths, s).tolist() for d, s in zip(decoders, seeds)]
+            memory, starts, sizes = batch_blobs(entries['data_ptr'], storage_state)
+            rows = zip(heights.tolist(), widths.tolist(), starts.tolist(), sizes.tolist(),
+                       (entries['mode'] == RAW).tolist())
+            scratch = None
+            for i, (height, width, start, size, raw) in enumerate(rows):
+                blob = memory[start:start + size]
+                sample_windows = [view[i] for view in windows]
+                outputs = [destination[i] for destination in destinations]
+                try:
+                    if raw:
+                        image = blob.reshape(height, width, 3)
+                        for (top, left, crop_h, crop_w), out in zip(sample_windows, outputs):
+                            resize_area_into(image[top:top + crop_h, left:left + crop_w], out)
+                    else:
+                        if scratch is None:
+                            scratch = decoders[0]._scratch_buffer()
+                        decode_views(blob, height, width, sample_windows, outputs, dct_scaling, scratch, windowed)
+                except Exception as exc:
+                    raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
+            return destinations
+        return decode
 
     def _scratch_buffer(self) -> np.ndarray:
         buffer = getattr(self._scratch, 'buffer', None)
@@ -211,7 +197,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
                     else:
                         if scratch is None:
                             scratch = self._scratch_buffer()
-                        crop = _jpeg_crop(blob, height, width, window, out_h, out_w, scratch, dct_scaling, windowed)
+                        crop = jpeg_crop(blob, height, width, window, out_h, out_w, scratch, dct_scaling, windowed)
                     resize_area_into(crop, destination[i])
                 except Exception as exc:
                     raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
@@ -246,6 +232,14 @@ class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):
         from ._ffcv_crops import get_random_crop
         return get_random_crop
 
+    def check_parameters(self) -> None:
+        (low, high), (ratio_low, ratio_high) = self.scale, self.ratio
+        if not 0 < low <= high <= 1:
+            raise ValueError(f'scale={tuple(self.scale)} must satisfy 0 < min <= max <= 1 (fractions of the '
+                             'image area: a larger crop would not fit in the image)')
+        if not 0 < ratio_low <= ratio_high:
+            raise ValueError(f'ratio={tuple(self.ratio)} must satisfy 0 < min <= max (width / height)')
+
     def crop_windows(self, heights, widths, seeds):
         out = np.empty((heights.shape[0], 4), np.int64)
         return run_kernel(random_resized_crop_windows, heights, widths, seeds, float(self.scale[0]),
@@ -266,6 +260,11 @@ class CenterCropRGBImageDecoder(ResizedCropRGBImageDecoder):
     def get_crop_generator(self):
         from ._ffcv_crops import get_center_crop
         return get_center_crop
+
+    def check_parameters(self) -> None:
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f'ratio={self.ratio} must be in (0, 1] (the crop side over the shorter image side: '
+                             'a larger crop would not fit in the image)')
 
     def crop_windows(self, heights, widths, seeds):
         return center_crop_windows(heights, widths, self.ratio)

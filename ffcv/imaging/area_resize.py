@@ -178,3 +178,16 @@ def warm_up() -> None:
     if not _warm:
         area_resize(np.zeros((3, 5, 3), np.uint8), 2, 2)  # factors 2.5 and 1.5: the kernel path
         _warm = True
+
+
+def resize_area_into(image: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = cv2.resize(image, out size, interpolation=cv2.INTER_AREA)``, the same pixels, faster.
+
+    OpenCV's INTER_AREA is slow (a generic, unvectorised loop) when it shrinks by a non-integer factor,
+    which is most random crops; `area_resize` computes the same result about twice as fast there.
+    """
+    out_h, out_w = out.shape[:2]
+    if image.shape[0] > out_h and image.shape[1] > out_w:
+        out[...] = area_resize(image, out_w, out_h)
+    else:  # enlarging (or same size): OpenCV's own fast path
+        cv2.resize(image, (out_w, out_h), dst=out, interpolation=cv2.INTER_AREA)

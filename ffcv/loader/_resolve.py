@@ -9,6 +9,12 @@ A `PipelineSpec` whose source is an operation of another pipeline (FFCV's graphs
 from that step's result, computed once per batch, and applies its own transforms (e.g. several random
 crops of one decoded image). A step that modifies its input in place (``modifies_input``) and shares that
 input with another consumer gets its own copy, so branches never see each other's changes.
+
+Several outputs may also name the same field as their source, each with its own decoder (views by name,
+e.g. DINO's 2 global + 8 local crops: ``{'global0': PipelineSpec('image', decoder=...), ...}``). When two
+or more of them use crop decoders that can share a decode (`can_share_decode()`), their decoder steps form
+one `DecodeGroup`: each image is decoded once per batch for all of them, and each view still draws its own
+windows from its own seeds (its output name and position). Other decoders of that field decode on their own.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..fields import decoders
-from ..pipeline.graph import OutputPipeline, Step
+from ..pipeline.graph import DecodeGroup, OutputPipeline, Step
 from ..pipeline.operation import Operation
 from ..pipeline.pipeline_spec import PipelineError, PipelineSpec
 from ..pipeline.seeding import op_key
@@ -66,7 +72,25 @@ def build_pipelines(pipelines: Mapping, reader: Reader, memory_read) -> List[Out
                                     memory_read)
         branches = [name for name in branches if name not in outputs]
     _guard_shared_inputs([outputs[name] for name in ordered])
+    _group_views([outputs[name] for name in ordered])
     return [outputs[name] for name in ordered]
+
+
+def _group_views(outputs: Sequence[OutputPipeline]) -> None:
+    """Join the decoders of the outputs that decode one field with crop decoders able to share a decode
+    (two or more per field) into a DecodeGroup; a field with one such output keeps its own decoder."""
+    views: Dict[str, List[Step]] = {}
+    for output in outputs:
+        if output.source is None and output.steps:
+            can_share = getattr(output.steps[0].operation, 'can_share_decode', None)
+            if callable(can_share) and can_share():
+                views.setdefault(output.field_name, []).append(output.steps[0])
+    for field_name, steps in views.items():
+        if len(steps) > 1:
+            decoders = [step.operation for step in steps]
+            group = DecodeGroup(field_name, steps, type(decoders[0]).generate_shared_code(decoders))
+            for step in steps:
+                step.group = group
 
 
 def run_order(outputs: Sequence[OutputPipeline]) -> List[int]:

@@ -3,6 +3,8 @@
 Each output of a loader is a chain: decoder -> transform -> ... Building it (once per loader, and the
 memory declaration once per epoch) checks every step against the state produced by the one before, so
 a misplaced operation fails when the `Loader` is created, naming the pipeline, the step and the fix.
+The decoders of several outputs of one field may form a `DecodeGroup`: one function decodes the batch
+for all of them (e.g. several crops of each image from one JPEG decode), each keeping its own seeds.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class Step:
     shared: bool = False            # other pipelines branch off its result (PipelineSpec(source=operation))
     copy_input: bool = False        # it modifies its input, which other consumers also read: give it a copy
     input_copies: object = None     # per-slot buffers for that copy
+    group: Optional['DecodeGroup'] = None  # decoders of one field decoded together (views)
 
     def generate(self) -> None:
         """Take the operation's code (compiled when this step runs in NumPy / JIT mode)."""
@@ -68,6 +71,28 @@ class Step:
         if self.with_seeds:
             return self.function(indices, destination, metadata, storage_state, seeds)
         return self.function(indices, destination, metadata, storage_state)
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class DecodeGroup:
+    """Decoder steps of several outputs of one field run by one function, once per batch:
+    ``function(indices, destinations, metadata, storage_state, seeds)`` fills ``destinations[k]`` (the
+    buffer of ``steps[k]``) using ``seeds[k]`` (that step's per-sample seeds, None if it takes none)."""
+    field_name: str
+    steps: List[Step]
+    function: Callable
+
+    def decode(self, step: Step, slot: int, indices: np.ndarray, metadata: np.ndarray, storage_state, seed: int,
+               epoch: int, shared: Dict[int, object]):
+        """`step`'s result for this batch; the first member to run decodes the batch for all of them."""
+        results = shared.get(id(self))
+        if results is None:
+            count = indices.shape[0]
+            destinations = [select_buffer(member.buffers, slot, count) for member in self.steps]
+            seeds = [member.seeds(seed, epoch, indices) if member.with_seeds else None for member in self.steps]
+            self.function(indices, destinations, metadata, storage_state, seeds)
+            results = shared[id(self)] = destinations
+        return results[next(k for k, member in enumerate(self.steps) if member is step)]
 
 
 @dataclass
@@ -153,11 +178,13 @@ class OutputPipeline:
         result = None if self.source is None else shared[id(self.source)]
         for step in self.steps:
             destination = select_buffer(step.buffers, slot, count)
-            seeds = step.seeds(seed, epoch, indices) if step.with_seeds else None
+            seeds = step.seeds(seed, epoch, indices) if step.with_seeds and step.group is None else None
             if step.copy_input:
                 result = copy_into(select_buffer(step.input_copies, slot, count), result)
             started = time.perf_counter() if self.on_step is not None else 0.0
-            if step.position == 0:
+            if step.group is not None:
+                result = step.group.decode(step, slot, indices, metadata, storage_state, seed, epoch, shared)
+            elif step.position == 0:
                 result = step.decode(indices, destination, metadata, storage_state, seeds)
             else:
                 result = step.transform(result, destination, indices, seeds)
