@@ -20,7 +20,7 @@ ever slow a run down, so the best is the least disturbed).
 
   python benchmarks/bench_docs_beyond.py            # about 5 minutes on 2 cores
   python benchmarks/bench_docs_beyond.py --quick    # a smoke run
-Results: Markdown tables on stdout and JSON in bench_results/docs_beyond.json.
+Results: Markdown tables on stdout and JSON in benchmarks/results/docs_beyond.json.
 """
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument('--max-other-load', type=float, default=0.3, metavar='CORES')
     parser.add_argument('--max-wait', type=float, default=300, help='seconds to wait for quiet (0: never)')
     parser.add_argument('--quick', action='store_true', help='small sizes, one round')
-    parser.add_argument('--out', default='bench_results/docs_beyond.json')
+    parser.add_argument('--out', default='benchmarks/results/docs_beyond.json')
     args = parser.parse_args()
     if args.quick:
         args.rows, args.images, args.resnet_images, args.epochs, args.repeats = 10_000, 200, 100, 1, 1

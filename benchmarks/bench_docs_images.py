@@ -17,7 +17,7 @@ storage.
 
   python benchmarks/bench_docs_images.py              # 1,000 images, about 4 minutes on 2 idle cores
   python benchmarks/bench_docs_images.py --quick      # 100 images, a smoke run
-Results: a Markdown table on stdout and JSON in bench_results/docs_images.json.
+Results: a Markdown table on stdout and JSON in benchmarks/results/docs_images.json.
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def main() -> None:
                         help='before each case, wait until other processes use at most this many cores '
                              '(default 0.3)')
     parser.add_argument('--max-wait', type=float, default=120, help='seconds to wait for that (0: never wait)')
-    parser.add_argument('--out', default='bench_results/docs_images.json')
+    parser.add_argument('--out', default='benchmarks/results/docs_images.json')
     parser.add_argument('--case', help=argparse.SUPPRESS)      # internal: one case, in its own process
     parser.add_argument('--dataset', help=argparse.SUPPRESS)
     parser.add_argument('--folder', help=argparse.SUPPRESS)
