@@ -7,19 +7,25 @@ metadata, allocation table, the pointers stored in the metadata), so a truncated
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Type, Union
 
 import numpy as np
 
 from .fields.base import Field
+from .remote.options import is_url
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, CUSTOM_TYPE_ID, MAX_PAGE_SIZE, FieldDescType, HeaderType,
                     column_name, get_metadata_type, resolve_handler_class)
 from .utils import decode_null_terminated_string, is_power_of_2
+
+if TYPE_CHECKING:
+    from .remote.source import RemoteFile
 
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from .types import get_handlers  # noqa: F401
 
 __all__ = ['Reader', 'CorruptFileError']
+
+_REMOTE_PREFIX_BYTES = 1 << 20  # first request of a remote file: header, field table and usually the metadata
 
 
 class CorruptFileError(ValueError):
@@ -36,10 +42,14 @@ class Reader:
 
     Parameters
     ----------
-    fname : str
-        Path of the file.
+    fname : str or RemoteFile
+        Path of the file, or any fsspec URL (``s3://bucket/key``, ``https://host/path``; needs the
+        ``remote`` extra), or an opened `ffcv.remote.RemoteFile`. A remote file is parsed from a few
+        ranged requests (header and field table, metadata, allocation table).
     custom_handlers : Mapping[str, Type[Field]]
         Field class to read a column with, by field name (required for custom fields, type id 255).
+    remote : RemoteOptions or dict, optional
+        How a URL is read (timeouts, retries, storage_options); ignored for local paths.
 
     Attributes
     ----------
@@ -53,9 +63,17 @@ class Reader:
     metadata : numpy array of num_samples rows (read-only)
     alloc_table : numpy array of `ALLOC_TABLE_TYPE` entries, as stored (read-only)
     data_start : int, file offset of the first data page
+    remote : RemoteFile or None, the object a URL was opened as (its ``stats`` count requests and retries)
     """
 
-    def __init__(self, fname: str, custom_handlers: Optional[Mapping[str, Type[Field]]] = None):
+    def __init__(self, fname: Union[str, 'RemoteFile'], custom_handlers: Optional[Mapping[str, Type[Field]]] = None,
+                 remote=None):
+        from .remote.source import RemoteFile
+        self.remote: Optional[RemoteFile] = None
+        if isinstance(fname, RemoteFile):
+            self.remote, fname = fname, fname.url
+        elif is_url(fname):
+            self.remote = RemoteFile(fname, remote)
         self._fname = os.fspath(fname)
         self.custom_handlers = dict(custom_handlers or {})
         for name, cls in self.custom_handlers.items():
@@ -64,13 +82,20 @@ class Reader:
                                 f'got {cls!r}')
         self._mmap = None
         self._sample_pages = None
-        try:
-            self.file_stat = os.stat(self._fname)  # memory managers check that they read this very file
-        except OSError as exc:
-            raise FileNotFoundError(f'{self._fname}: cannot open ({exc.strerror})') from None
-        self.file_size = self.file_stat.st_size
-        if os.path.isdir(self._fname):
-            raise IsADirectoryError(f'{self._fname}: is a directory, not a .beton file')
+        self._prefix = b''          # remote: the first bytes of the file, read in one request
+        self._page_memo = (-1, b'')  # remote: the last page `read` fetched
+        if self.remote is not None:
+            self.file_stat = None
+            self.file_size = self.remote.size
+            self._prefix = self.remote.read(0, min(self.file_size, _REMOTE_PREFIX_BYTES))
+        else:
+            try:
+                self.file_stat = os.stat(self._fname)  # memory managers check that they read this very file
+            except OSError as exc:
+                raise FileNotFoundError(f'{self._fname}: cannot open ({exc.strerror})') from None
+            self.file_size = self.file_stat.st_size
+            if os.path.isdir(self._fname):
+                raise IsADirectoryError(f'{self._fname}: is a directory, not a .beton file')
         self.read_header()
         self.read_field_descriptors()
         self.read_metadata()
@@ -84,6 +109,19 @@ class Reader:
     def _fail(self, problem: str):
         raise CorruptFileError(self._fname, problem)
 
+    def _load(self, dtype, count: int, offset: int) -> np.ndarray:
+        """`count` items of `dtype` at `offset` (a read-only array), from the file or by a ranged request."""
+        dtype = np.dtype(dtype)
+        if self.remote is None:
+            array = np.fromfile(self._fname, dtype=dtype, count=count, offset=offset)
+        else:
+            end = offset + count * dtype.itemsize
+            data = self._prefix if end <= len(self._prefix) else self.remote.read(offset, end - offset)
+            base = offset if end <= len(self._prefix) else 0
+            array = np.frombuffer(data, dtype=dtype, count=count, offset=base).copy()
+        array.setflags(write=False)
+        return array
+
     # -- parsing, each step validated --
 
     def read_header(self) -> None:
@@ -91,8 +129,7 @@ class Reader:
         if self.file_size < HeaderType.itemsize:
             self._fail(f'only {self.file_size} bytes, smaller than the {HeaderType.itemsize}-byte header '
                        '(not a .beton file, or truncated)')
-        header = np.fromfile(self._fname, dtype=HeaderType, count=1)[0]
-        header.setflags(write=False)
+        header = self._load(HeaderType, 1, 0)[0]
         if int(header['version']) != CURRENT_VERSION:
             self._fail(f"format version {int(header['version'])}, expected {CURRENT_VERSION} "
                        '(not a .beton file, or written by an incompatible version)')
@@ -114,9 +151,7 @@ class Reader:
         if end > self.file_size:
             self._fail(f'header announces {self.num_fields} fields, whose descriptors would end at byte '
                        f'{end}, past the end of the file ({self.file_size} bytes): truncated or corrupt')
-        descriptors = np.fromfile(self._fname, dtype=FieldDescType, count=self.num_fields,
-                                  offset=HeaderType.itemsize)
-        descriptors.setflags(write=False)
+        descriptors = self._load(FieldDescType, self.num_fields, HeaderType.itemsize)
         names = [decode_null_terminated_string(d['name']) for d in descriptors]
         if len(set(names)) != len(names):
             self._fail(f'duplicate field names {names}')
@@ -147,9 +182,7 @@ class Reader:
         if not self.metadata_end <= self.alloc_table_ptr <= self.file_size:
             self._fail(f'allocation table offset {self.alloc_table_ptr} lies outside '
                        f'[{self.metadata_end}, {self.file_size}] (end of metadata, file size)')
-        self.metadata = np.fromfile(self._fname, dtype=self.metadata_type, count=self.num_samples,
-                                    offset=self.metadata_start)
-        self.metadata.setflags(write=False)
+        self.metadata = self._load(self.metadata_type, self.num_samples, self.metadata_start)
         for index, (name, handler) in enumerate(self.handlers.items()):
             problem = handler.check_column(self.column(index))
             if problem is not None:
@@ -163,9 +196,7 @@ class Reader:
             self._fail(f'allocation table ({table_bytes} bytes from offset {self.alloc_table_ptr} to the '
                        f'end) is not a whole number of {ALLOC_TABLE_TYPE.itemsize}-byte entries: '
                        'truncated or corrupt')
-        table = np.fromfile(self._fname, dtype=ALLOC_TABLE_TYPE,
-                            count=table_bytes // ALLOC_TABLE_TYPE.itemsize, offset=self.alloc_table_ptr)
-        table.setflags(write=False)
+        table = self._load(ALLOC_TABLE_TYPE, table_bytes // ALLOC_TABLE_TYPE.itemsize, self.alloc_table_ptr)
         self.alloc_table = table
         self.data_start = -(-self.metadata_end // self.page_size) * self.page_size
         if table.size == 0:
@@ -292,9 +323,23 @@ class Reader:
             size = self._blob_size(ptr)
             if size is None:
                 self._fail(f'no allocation at offset {ptr}')
+        if self.remote is not None:
+            return self._read_remote(ptr, size)
         if self._mmap is None:
             self._mmap = np.memmap(self._fname, dtype=np.uint8, mode='r')
         return self._mmap[ptr:ptr + size]
+
+    def _read_remote(self, ptr: int, size: int) -> np.ndarray:
+        """Heap data of a remote file: its whole page is fetched (and kept until another page is read),
+        so reading samples in file order costs one request per page."""
+        page = ptr >> self.page_shift
+        if self._page_memo[0] != page:
+            start = page << self.page_shift
+            end = min(start + self.page_size, self.alloc_table_ptr)
+            self._page_memo = (page, self.remote.read(start, end - start))
+        data = np.frombuffer(self._page_memo[1], dtype=np.uint8)
+        start = ptr - (page << self.page_shift)
+        return data[start:start + size]
 
     def read_sample(self, index: int) -> dict:
         """Decoded values of one sample, {field name: value} (ints, floats, arrays, JSON objects)."""
@@ -306,6 +351,7 @@ class Reader:
 
     def close(self) -> None:
         self._mmap = None
+        self._page_memo = (-1, b'')
 
     def __repr__(self) -> str:
         return f'Reader({self._fname!r}: {self.num_samples} samples, fields {self.field_names})'

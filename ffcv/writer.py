@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import struct
+import tempfile
 import warnings
 from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from ._partial_files import create_partial
 from .fields.base import Field
+from .remote.options import is_url
 from .types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, DEFAULT_PAGE_SIZE, FIELD_NAME_BYTES, MAX_PAGE_SIZE,
                     MIN_PAGE_SIZE, FieldDescType, HeaderType, check_page_size, column_name, encode_field_name,
                     get_metadata_type, get_type_id)
@@ -337,7 +339,9 @@ class DatasetWriter:
     Parameters
     ----------
     fname : str
-        Output path. Written to a temporary file beside it and renamed into place when complete.
+        Output path. Written to a temporary file beside it and renamed into place when complete. A URL
+        (``s3://bucket/train.beton``, any fsspec URL; needs the ``remote`` extra) is written to a local
+        temporary file (in ``$TMPDIR``) and then uploaded: the object appears only when complete.
     fields : Mapping[str, Field]
         Field of each sample element, in the order of the sample tuples (names: ASCII, at most 16 bytes).
     page_size : int
@@ -345,6 +349,8 @@ class DatasetWriter:
         must fit in one page.
     num_workers : int
         Encoding processes; < 1 means every CPU this process may use. The output does not depend on it.
+    remote : RemoteOptions or dict, optional
+        For a URL target: fsspec's ``storage_options`` (credentials, endpoint).
 
     Examples
     --------
@@ -353,7 +359,7 @@ class DatasetWriter:
     """
 
     def __init__(self, fname: str, fields: Mapping[str, Field], page_size: int = DEFAULT_PAGE_SIZE,
-                 num_workers: int = -1):
+                 num_workers: int = -1, remote=None):
         check_page_size(page_size)
         if not fields:
             raise ValueError('fields is empty: give at least one {name: Field}')
@@ -370,6 +376,10 @@ class DatasetWriter:
             if name[:FIELD_NAME_BYTES] in names:
                 raise ValueError(f"two fields share the stored name '{name[:FIELD_NAME_BYTES]}'")
             names.add(name[:FIELD_NAME_BYTES])
+        self.url, self.remote = None, remote
+        if is_url(fname):  # written locally, uploaded when complete (see _write)
+            self.url = fname
+            fname = os.path.join(tempfile.mkdtemp(prefix='ffcv-upload-'), os.path.basename(fname) or 'data.beton')
         self.fname = os.fspath(fname)
         folder = os.path.dirname(os.path.abspath(self.fname))
         if os.path.isdir(self.fname):
@@ -443,6 +453,8 @@ class DatasetWriter:
                task_size: Callable) -> None:
         descriptors = self._descriptors()
         encoder = _SampleEncoder(self.fields, self.page_size)
+        if self.url is not None:  # (the staging folder of a URL target goes after each upload)
+            os.makedirs(os.path.dirname(self.fname), exist_ok=True)
         fd, tmp_name = create_partial(self.fname)  # locked; also removes files of dead writers
         try:
             with os.fdopen(fd, 'w+b') as fp:
@@ -471,7 +483,22 @@ class DatasetWriter:
                 os.unlink(tmp_name)
             except FileNotFoundError:
                 pass
+            self._drop_staging()
             raise
+        if self.url is not None:
+            from .remote.upload import upload_file
+            try:
+                upload_file(self.fname, self.url, self.remote)
+            finally:
+                self._drop_staging()
+
+    def _drop_staging(self) -> None:
+        """Remove the local copy of a URL target (and its temporary folder)."""
+        if self.url is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.fname)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.fname))
 
     def _run(self, tasks, work_fn, encoder, source, task_size):
         """Yields (encoded chunk, number of samples) in task order."""

@@ -68,3 +68,13 @@ def check_buffer_memory(pipelines, batch_size: int, slots: int, fname: str, limi
                           f'{per_slot / 2**20:.1f} MiB: batch_size={batch_size}, slots = max(batches_ahead, '
                           f'num_workers) + 1), more than this machine has ({limit / 2**30:.1f} GiB); lower '
                           'batch_size, num_workers or batches_ahead')
+
+
+def remote_options(fname: str, remote):
+    """The `remote` argument as RemoteOptions for a URL (None for a local path, where it must be None)."""
+    from ..remote.options import RemoteOptions, is_url
+    if not is_url(fname):
+        if remote is not None:
+            raise ValueError(f'remote options were given but {fname} is a local path, not a URL')
+        return None
+    return RemoteOptions.coerce(remote)

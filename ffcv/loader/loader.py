@@ -68,7 +68,8 @@ class Loader:
     Parameters
     ----------
     fname : str
-        The `.beton` file.
+        The `.beton` file: a path, or any fsspec URL (``s3://bucket/train.beton``, ``https://...``; needs
+        ``pip install 'ffcv-fast[remote]'``), read without copying it first (see `remote`).
     batch_size : int
         Samples per batch (per process when `distributed`).
     num_workers : int
@@ -98,6 +99,10 @@ class Loader:
         Regenerate the pipelines' code at every epoch (for ops whose code depends on mutable attributes).
     order_kwargs : mapping
         Extra keyword arguments of the order class.
+    remote : RemoteOptions or dict, optional
+        For a URL: connections, prefetch depth, timeouts, retries, the local page cache folder and size,
+        and fsspec's storage_options (see `ffcv.remote.RemoteOptions`). A URL is always read through the
+        remote page cache (`os_cache` does not apply).
 
     Notes
     -----
@@ -110,12 +115,12 @@ class Loader:
                  distributed: bool = False, seed: Optional[int] = None, indices: Optional[Sequence[int]] = None,
                  pipelines: Optional[Mapping] = None, custom_fields: Optional[Mapping] = None,
                  drop_last: bool = True, batches_ahead: int = 3, recompile: bool = False,
-                 order_kwargs: Optional[Mapping] = None):
+                 order_kwargs: Optional[Mapping] = None, remote=None):
         # the arguments as given, for `filter` to build loaders like this one
         self._args = dict(fname=fname, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
                           order=order, distributed=distributed, seed=seed, indices=indices, pipelines=pipelines,
                           custom_fields=custom_fields, drop_last=drop_last, batches_ahead=batches_ahead,
-                          recompile=recompile, order_kwargs=order_kwargs)
+                          recompile=recompile, order_kwargs=order_kwargs, remote=remote)
         self.batch_size = arguments.integer('batch_size', batch_size)
         num_workers = arguments.integer('num_workers', num_workers, None, arguments.MAX_THREADS, ' (< 1: all CPUs)')
         self.batches_ahead = arguments.integer('batches_ahead', batches_ahead, maximum=arguments.MAX_THREADS)
@@ -133,7 +138,8 @@ class Loader:
         order_class = _order_class(order)
         self.order_option = order
 
-        self.reader = Reader(self.fname, custom_handlers=dict(custom_fields or {}))
+        self.remote_options = arguments.remote_options(self.fname, remote)
+        self.reader = Reader(self.fname, custom_handlers=dict(custom_fields or {}), remote=self.remote_options)
         if indices is None:
             self.indices = np.arange(self.reader.num_samples, dtype=np.int64)
         else:
@@ -147,7 +153,10 @@ class Loader:
                 seed = int(np.random.randint(0, 2**31 - 1))
         self.seed = arguments.seed_value(seed)
 
-        if os_cache:
+        if self.reader.remote is not None:
+            from ..memory_managers.remote import RemoteCacheManager
+            self.memory_manager = RemoteCacheManager(self.reader, self.remote_options, lookahead=self.lookahead)
+        elif os_cache:
             self.memory_manager = OSCacheManager(self.reader)
         else:
             from ..memory_managers.process_cache import ProcessCacheManager

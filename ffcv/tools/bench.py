@@ -165,7 +165,7 @@ def _choose_pipeline(kind: str, column) -> str:
 
 def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, batch_size: int = 256,
                num_workers: int = -1, batches: int = 20, device: Optional[str] = 'auto', seed: int = 0,
-               custom_fields: Optional[Dict[str, type]] = None) -> dict:
+               custom_fields: Optional[Dict[str, type]] = None, remote=None) -> dict:
     """Measure every stage of loading `path`; a report for `format_report` (or JSON).
 
     Parameters
@@ -190,6 +190,8 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
         Seed of the sampled batches and of the random crops.
     custom_fields : mapping, optional
         Field classes of custom fields, as for `Loader`.
+    remote : RemoteOptions or dict, optional
+        For a URL, as for `Loader` (the pages of the sampled batches are fetched before the stages run).
 
     Returns
     -------
@@ -211,7 +213,7 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
         device = 'cuda' if torch.cuda.is_available() else None
     if pipeline not in PIPELINES:
         raise ValueError(f'pipeline must be one of {PIPELINES}, got {pipeline!r}')
-    reader = Reader(path, custom_handlers=custom_fields)
+    reader = Reader(path, custom_handlers=custom_fields, remote=remote)
     if reader.num_samples == 0:
         raise ValueError(f'{path} holds no samples: nothing to measure')
     requested_batch_size, batch_size = batch_size, min(batch_size, reader.num_samples)  # no batch beyond the file
@@ -221,9 +223,15 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
     pipelines = {name: _image_pipeline(kinds[name], res, device) for name in image_fields}
     order = OrderOption.RANDOM if 'train' in kinds.values() else OrderOption.SEQUENTIAL
     loader = Loader(path, batch_size=batch_size, num_workers=num_workers, order=order, seed=seed,
-                    pipelines=pipelines, drop_last=False, custom_fields=custom_fields)
-    state = loader.memory_manager.schedule_epoch([]).state
+                    pipelines=pipelines, drop_last=False, custom_fields=custom_fields, remote=remote)
     sampled = _batches(reader.num_samples, batch_size, batches, np.random.default_rng(seed))
+    if reader.remote is None:
+        context = loader.memory_manager.schedule_epoch([])
+    else:  # every page of the sampled batches in memory at once, fetched before anything is timed
+        context = loader.memory_manager.schedule_epoch(sampled, lookahead=len(sampled))
+        for index in range(len(sampled)):
+            context.start_batch(index)
+    state = context.state
 
     timer = StageTimer()
     report_fields = []
@@ -234,6 +242,7 @@ def bench_file(path: str, pipeline: str = 'auto', res: Optional[int] = None, bat
             report_fields.append({'name': output.name, 'pipeline': kinds[output.name], 'stages': stages,
                                   'ops': []})
         output.on_step = timer.on_step
+    context.close()
 
     end_to_end = _run_loader(loader, batches, timer)
     for entry in report_fields:

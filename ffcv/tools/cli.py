@@ -33,7 +33,10 @@ from ..types import (ALLOC_TABLE_TYPE, CURRENT_VERSION, TYPE_ID_HANDLER, FieldDe
                      HeaderType, column_name)
 from ..utils import align_to_page
 
-from .common import EXIT_BAD_SAMPLES, EXIT_ERROR, EXIT_OK, CommandError, human_bytes, naming, plural
+from ..remote.options import is_url
+from ..remote.source import RemoteFileError
+from .common import (EXIT_BAD_SAMPLES, EXIT_ERROR, EXIT_OK, CommandError, add_storage_option, human_bytes, naming,
+                     plural, remote_options)
 from .convert import add_convert
 
 __all__ = ['main', 'build_parser', 'inspect_file', 'CommandError']
@@ -95,14 +98,17 @@ def _truncation(path: str, problem: str) -> Optional[str]:
     return None
 
 
-def _open_reader(path: str, custom_specs: Sequence[str] = ()) -> Reader:
-    """Reader of `path`, every way of failing turned into a CommandError (saying 'truncated' when it is)."""
+def _open_reader(path: str, custom_specs: Sequence[str] = (), storage_specs: Sequence[str] = ()) -> Reader:
+    """Reader of `path` (a file or a URL), every way of failing turned into a CommandError (saying
+    'truncated' when it is)."""
     custom = _load_custom_fields(custom_specs)
     try:
-        return Reader(path, custom_handlers=custom)
+        return Reader(path, custom_handlers=custom, remote=remote_options(path, storage_specs))
     except CorruptFileError as exc:
-        truncated = _truncation(path, exc.problem)
+        truncated = None if is_url(path) else _truncation(path, exc.problem)
         raise CommandError(f'{path}: {truncated}' if truncated else str(exc)) from None
+    except (RemoteFileError, ImportError) as exc:
+        raise CommandError(str(exc)) from None
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise CommandError(str(exc)) from None
     except ValueError as exc:  # custom field without a class, unknown type id
@@ -236,7 +242,8 @@ def _add_inspect(subparsers) -> None:
     parser = subparsers.add_parser('inspect', help='show the fields, sizes and statistics of a .beton file',
                                    description='Show the fields, layout and per-field statistics of a .beton '
                                                'file (reads only its metadata, fast on any size).')
-    parser.add_argument('file', help='the .beton file')
+    parser.add_argument('file', help='the .beton file (a path, or a URL: s3://, https://, any fsspec URL)')
+    add_storage_option(parser)
     parser.add_argument('--json', action='store_true', help='print one JSON object instead of text')
     parser.add_argument('--custom-field', action='append', default=[], metavar='NAME=module:Class',
                         help='Field class of a custom field (type id 255); repeatable')
@@ -244,7 +251,7 @@ def _add_inspect(subparsers) -> None:
 
 
 def _run_inspect(args) -> int:
-    summary = inspect_file(_open_reader(args.file, args.custom_field))
+    summary = inspect_file(_open_reader(args.file, args.custom_field, args.storage_option))
     print(json.dumps(summary, indent=2) if args.json else _format_inspect(summary))
     return EXIT_OK
 
@@ -255,7 +262,8 @@ def _add_verify(subparsers) -> None:
     parser = subparsers.add_parser('verify', help='decode every sample and report the bad ones',
                                    description='Validate the file structure, then decode every sample. '
                                                'Exit code 0: all good; 1: bad samples; 2: unreadable file.')
-    parser.add_argument('file', help='the .beton file')
+    parser.add_argument('file', help='the .beton file (a path, or a URL: s3://, https://, any fsspec URL)')
+    add_storage_option(parser)
     parser.add_argument('--max-errors', type=int, default=20, metavar='N',
                         help='list at most N bad values (default 20; all are counted)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -265,7 +273,7 @@ def _add_verify(subparsers) -> None:
 
 
 def _run_verify(args) -> int:
-    reader = _open_reader(args.file, args.custom_field)
+    reader = _open_reader(args.file, args.custom_field, args.storage_option)
     handlers = list(reader.handlers.items())
     columns = [column_name(i) for i in range(len(handlers))]
     skipped: Dict[str, str] = {}  # field name -> why it cannot be decoded
@@ -286,6 +294,8 @@ def _run_verify(args) -> int:
                     handler.read_value(row[column], reader.read)
                 except NotImplementedError as exc:
                     skipped[name] = str(exc) or f'{type(handler).__name__}.read_value is not implemented'
+                except RemoteFileError as exc:  # the file, not the sample: nothing more can be checked
+                    raise CommandError(str(exc)) from None
                 except Exception as exc:
                     errors.append((index, name, f'{type(exc).__name__}: {exc}'))
                     bad_samples.add(index)
@@ -314,7 +324,8 @@ def _add_bench(subparsers) -> None:
     parser = subparsers.add_parser('bench', help='images/s of each loading stage; names the bottleneck',
                                    description='Measure reading, decoding, each pipeline step and the host-to-'
                                                'device copy of every image field, then the loader end to end.')
-    parser.add_argument('file', help='the .beton file')
+    parser.add_argument('file', help='the .beton file (a path, or a URL: s3://, https://, any fsspec URL)')
+    add_storage_option(parser)
     parser.add_argument('--pipeline', choices=PIPELINES, default='auto',
                         help='train: RandomResizedCrop + flip; val: center crop; simple: whole images; auto '
                              '(default): simple for one-size fields, else train')
@@ -330,14 +341,15 @@ def _add_bench(subparsers) -> None:
 
 def _run_bench(args) -> int:
     from .bench import bench_file, format_report
-    _open_reader(args.file, args.custom_field).close()  # unreadable files fail here, with the usual message
+    _open_reader(args.file, args.custom_field, args.storage_option).close()  # unreadable files fail here
     if args.batch_size < 1 or args.batches < 1:
         raise CommandError('--batch-size and --batches must be positive')
     try:
         report = bench_file(args.file, pipeline=args.pipeline, res=args.res, batch_size=args.batch_size,
                             num_workers=args.num_workers, batches=args.batches,
-                            custom_fields=_load_custom_fields(args.custom_field))
-    except ValueError as exc:  # e.g. --pipeline simple on images of several sizes
+                            custom_fields=_load_custom_fields(args.custom_field),
+                            remote=remote_options(args.file, args.storage_option))
+    except (ValueError, RemoteFileError) as exc:  # e.g. --pipeline simple on images of several sizes
         raise CommandError(str(exc)) from None
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return EXIT_OK

@@ -37,3 +37,31 @@ def parse_size(text: str) -> int:
 def naming(path: str, exc: Exception) -> str:
     """The message of `exc`, prefixed with `path` unless it already names it."""
     return str(exc) if path in str(exc) else f'{path}: {exc}'
+
+
+def add_storage_option(parser: argparse.ArgumentParser) -> None:
+    """The --storage-option KEY=VALUE flag of commands that take a URL."""
+    parser.add_argument('--storage-option', action='append', default=[], metavar='KEY=VALUE',
+                        help='fsspec storage option for a URL (s3://, https://, ...), e.g. endpoint_url=http://'
+                             'host:9000 or anon=true; VALUE is JSON when it parses as JSON; repeatable')
+
+
+def remote_options(path: str, specs) -> 'dict | None':
+    """{'storage_options': {...}} from --storage-option specs for a URL; None for a local path."""
+    import json
+
+    from ..remote.options import is_url
+    if not is_url(path):
+        if specs:
+            raise CommandError(f'--storage-option applies to URLs; {path} is a local path')
+        return None
+    options = {}
+    for spec in specs:
+        key, sep, value = spec.partition('=')
+        if not sep or not key:
+            raise CommandError(f'--storage-option {spec!r}: expected KEY=VALUE')
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return {'storage_options': options}

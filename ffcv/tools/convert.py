@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from ..fields import IntField, RGBImageField
 from ..fields.rgb_image import WRITE_MODES
+from ..remote.source import RemoteFileError
 from ..types import DEFAULT_PAGE_SIZE
-from .common import EXIT_OK, CommandError, human_bytes, naming, parse_size, plural
+from .common import EXIT_OK, CommandError, add_storage_option, human_bytes, naming, parse_size, plural, remote_options
 def add_convert(subparsers) -> None:
     parser = subparsers.add_parser(
         'convert', help='write an image folder or .npz/.npy arrays to a .beton file',
@@ -27,7 +28,9 @@ def add_convert(subparsers) -> None:
                     '.npz with (N, H, W, 3) uint8 images and (N,) integer labels, or a .npy of images with '
                     '--labels FILE.npy.')
     parser.add_argument('src', help='image folder, .npz or .npy file')
-    parser.add_argument('out', help='output .beton file')
+    parser.add_argument('out', help='output .beton file (a path, or a URL such as s3://bucket/train.beton: written '
+                                    'locally, then uploaded; it appears only when complete)')
+    add_storage_option(parser)
     source = parser.add_argument_group('array sources')
     source.add_argument('--images-key', default='images', help='images array in a .npz (default: images)')
     source.add_argument('--labels-key', default='labels', help='labels array in a .npz (default: labels)')
@@ -152,8 +155,21 @@ def _open_source(args):
     raise CommandError(f'{src}: not a folder, .npz or .npy file')
 
 
-def _check_output(out: str, overwrite: bool) -> None:
+def _check_output(out: str, overwrite: bool, remote=None) -> None:
     """Refuse an output that cannot be written, or that exists without --overwrite (checked before any work)."""
+    if remote is not None:  # a URL: written locally, then uploaded
+        try:
+            import fsspec
+            fs, path = fsspec.core.url_to_fs(out, **remote['storage_options'])
+            exists = fs.exists(path)
+        except ImportError as exc:
+            raise CommandError(f"{out}: writing to a URL needs the 'remote' extra ({exc}): "
+                               "pip install 'ffcv-fast[remote]'") from None
+        except Exception as exc:
+            raise CommandError(f'{out}: cannot reach it ({type(exc).__name__}: {exc})') from None
+        if exists and not overwrite:
+            raise CommandError(f'{out} already exists (add --overwrite to replace it)')
+        return
     if os.path.isdir(out):
         raise CommandError(f'{out} is a folder; give the path of the .beton file to write')
     if os.path.exists(out) and not overwrite:
@@ -163,10 +179,17 @@ def _check_output(out: str, overwrite: bool) -> None:
         raise CommandError(f'{out}: the folder {out_dir} does not exist')
 
 
+def _remote_size(url: str, remote: dict) -> int:
+    import fsspec
+    fs, path = fsspec.core.url_to_fs(url, **remote['storage_options'])
+    return int(fs.info(path)['size'])
+
+
 def _run_convert(args) -> int:
     from ..datasets import ImageFolderDataset
     from ..writer import DatasetWriteError, DatasetWriter
-    _check_output(args.out, args.overwrite)
+    remote = remote_options(args.out, args.storage_option)
+    _check_output(args.out, args.overwrite, remote)
     dataset = _open_source(args)
     indices, skipped = np.arange(len(dataset)), []
     if isinstance(dataset, ImageFolderDataset):
@@ -181,7 +204,7 @@ def _run_convert(args) -> int:
                               smart_threshold=args.smart_threshold, jpeg_quality=args.jpeg_quality,
                               compress_probability=args.compress_probability)
         writer = DatasetWriter(args.out, {'image': field, 'label': IntField()}, page_size=args.page_size,
-                               num_workers=args.num_workers)
+                               num_workers=args.num_workers, remote=remote)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     if args.shuffle:
@@ -190,10 +213,10 @@ def _run_convert(args) -> int:
     try:
         writer.from_indexed_dataset(dataset, indices=indices, chunksize=max(args.chunksize, 1),
                                     progress=not args.no_progress)
-    except DatasetWriteError as exc:
+    except (DatasetWriteError, RemoteFileError) as exc:
         raise CommandError(str(exc)) from None
     elapsed = time.perf_counter() - started
-    size = os.path.getsize(args.out)
+    size = os.path.getsize(args.out) if remote is None else _remote_size(args.out, remote)
     print(f'Wrote {len(indices):,} samples to {args.out} ({human_bytes(size)}) in {elapsed:.2f} s '
           f'({len(indices) / max(elapsed, 1e-9):,.0f} images/s)')
     if skipped:

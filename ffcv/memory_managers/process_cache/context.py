@@ -43,7 +43,8 @@ class _PageCache:
 
     def __init__(self, file_name: str, page_size: int, page_shift: int, schedule: EpochSchedule,
                  page_ends: np.ndarray, memory: np.ndarray, prefetch: int, num_readers: int,
-                 open_file: Optional[Callable[[], int]] = None):
+                 open_file: Optional[Callable[[], int]] = None,
+                 fetch: Optional[Callable[[int, int, memoryview], None]] = None):
         self.file_name = file_name
         self.page_size = page_size
         self.page_shift = page_shift
@@ -71,7 +72,8 @@ class _PageCache:
         self.threads: List[threading.Thread] = []
         self.fd: Optional[int] = None
         self.closed = False
-        if schedule.load_order.size:
+        self.fetch = fetch  # fetch(page, size, frame view): pages from elsewhere than a local file
+        if schedule.load_order.size and fetch is None:
             self.fd = open_file() if open_file is not None else os.open(file_name, os.O_RDONLY)
 
     # -- worker side (called with self.cond held) --
@@ -145,6 +147,9 @@ class _PageCache:
         offset = page << self.page_shift
         wanted = int(self.page_ends[page])
         view = memoryview(self.memory)[frame * self.page_size:(frame + 1) * self.page_size]
+        if self.fetch is not None:
+            self.fetch(page, wanted, view)
+            return
         done = 0
         try:
             while done < self.page_size:
@@ -239,6 +244,8 @@ class ProcessCacheContext(MemoryContext):
                 failed = pages[status == FAILED]
                 if failed.size:
                     error = cache.errors[int(failed[0])]
+                    if hasattr(error, 'url'):  # a remote file's error: already names the URL and the problem
+                        raise type(error)(error.url, error.problem) from error
                     if isinstance(error, OSError):
                         raise OSError(error.errno, error.strerror) from error
                     raise RuntimeError(f'{cache.file_name}: reading page {int(failed[0])} failed: '

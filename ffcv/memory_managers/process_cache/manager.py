@@ -63,9 +63,22 @@ class ProcessCacheManager(MemoryManager):
         self.memory_limit = memory_limit
         self._offsets, self._pages, self.num_pages = reader.sample_pages()
         self._page_ends = page_data_ends(reader.alloc_table, self.page_shift, self.num_pages)
+        self._open_source()
+
+    # -- where pages come from (a subclass reads them elsewhere: `ffcv.memory_managers.remote`) --
+
+    def _open_source(self) -> None:
         # Opened once: every epoch reads the file the Reader parsed, even after the path is replaced.
-        self._fd = open_unchanged(reader)
+        self._fd = open_unchanged(self.reader)
         weakref.finalize(self, os.close, self._fd)
+
+    def _check_source(self) -> None:
+        """Raise if the file changed since the Reader parsed it (called at the start of each epoch)."""
+        check_unchanged(self.reader, os.fstat(self._fd))  # not modified in place since
+
+    def _page_cache(self, schedule: EpochSchedule, memory: np.ndarray) -> _PageCache:
+        return _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule,
+                          self._page_ends, memory, self.prefetch, self.num_readers, lambda: os.dup(self._fd))
 
     def schedule(self, batches: Sequence[np.ndarray], lookahead: Optional[int] = None) -> EpochSchedule:
         """The page schedule of an epoch visiting `batches` (no memory allocated, no I/O)."""
@@ -79,7 +92,7 @@ class ProcessCacheManager(MemoryManager):
         window the frames are sized for."""
         if not 0 <= first_batch <= len(batches):
             raise IndexError(f'first_batch {first_batch} out of range: this epoch has {len(batches)} batches')
-        check_unchanged(self.reader, os.fstat(self._fd))  # not modified in place since
+        self._check_source()
         skipped = [np.zeros(0, np.int64)] * first_batch
         schedule = self.schedule(skipped + list(batches[first_batch:]), lookahead)
         needed = schedule.num_frames * self.page_size
@@ -96,7 +109,6 @@ class ProcessCacheManager(MemoryManager):
         except MemoryError:
             raise MemoryError(f'{self.reader.file_name}: cannot allocate {needed / 2**30:.2f} GiB for '
                               f'{schedule.num_frames} pages: {hint}') from None
-        cache = _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule,
-                           self._page_ends, memory, self.prefetch, self.num_readers, lambda: os.dup(self._fd))
+        cache = self._page_cache(schedule, memory)
         cache.ended[:first_batch] = True
         return ProcessCacheContext(cache, self.sorted_ptrs, self.sorted_sizes)

@@ -1,0 +1,304 @@
+"""`RemoteFile`: ranged reads of one object by URL, retried, timed out, counted, and checked unchanged.
+
+Every read names the version of the object it expects (the ETag seen when the file was opened): over
+HTTP with ``If-Match``, over S3 by comparing the ETag of each response. A read of a changed object raises
+`RemoteFileChangedError`, so a run never mixes data of two versions. Transient failures (timeouts,
+connection resets, 5xx answers, responses cut short) are retried with exponential back-off and counted in
+`RemoteFile.stats`; permanent ones (403, 404, bad credentials, ...) raise one `RemoteFileError` naming the
+URL.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+import time
+from collections import Counter
+from typing import Callable, Optional
+
+from .options import RemoteOptions
+
+_MAX_BACKOFF_S = 5.0
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_TRANSIENT_ERRNOS = {errno.EIO, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EAGAIN,
+                     errno.EPIPE, errno.ECONNREFUSED}
+
+
+class RemoteFileError(OSError):
+    """A remote `.beton` file cannot be read (permanent error, or transient ones beyond the retries)."""
+
+    def __init__(self, url: str, problem: str):
+        super().__init__(errno.EIO, f'{url}: {problem}')
+        self.url = url
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f'{self.url}: {self.problem}'
+
+
+class RemoteFileChangedError(RemoteFileError):
+    """The object changed (size or ETag) after it was opened: its pages would not match its metadata."""
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying (short read, 5xx, ...)."""
+
+
+def _missing_extra(url: str, exc: Exception) -> ImportError:
+    return ImportError(f"{url}: reading .beton files by URL needs the 'remote' extra ({exc}): "
+                       "pip install 'ffcv-fast[remote]'  (fsspec, aiohttp for http(s)://, s3fs for s3://)")
+
+
+def _status(exc: BaseException) -> Optional[int]:
+    """HTTP status of an aiohttp or botocore error, if any."""
+    status = getattr(exc, 'status', None)
+    if isinstance(status, int):
+        return status
+    response = getattr(exc, 'response', None)
+    if isinstance(response, dict):
+        return response.get('ResponseMetadata', {}).get('HTTPStatusCode')
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """'Type: message' of an error, of the error that caused it when that says more."""
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and type(exc).__name__ in ('FileNotFoundError', 'OSError', 'FSTimeoutError'):
+        if type(cause).__name__ not in ('FileNotFoundError', 'OSError', 'CancelledError'):
+            return f'{type(cause).__name__}: {cause}'
+    text = str(exc)
+    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed request is worth retrying."""
+    if isinstance(exc, (_Transient, asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    name = type(exc).__name__
+    if name in ('FSTimeoutError', 'ClientPayloadError', 'ServerDisconnectedError', 'ClientConnectionError',
+                'ClientOSError', 'ServerTimeoutError', 'ClientConnectorError', 'EndpointConnectionError',
+                'ReadTimeoutError', 'ConnectTimeoutError', 'ConnectionClosedError', 'ResponseStreamingError',
+                'IncompleteReadError', 'ContentLengthError', 'TransferEncodingError'):
+        return True
+    status = _status(exc)
+    if status is not None:
+        return status in _TRANSIENT_STATUS
+    cause = exc.__cause__
+    if cause is not None and cause is not exc and is_transient(cause):
+        return True
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+
+
+def storage_options(url: str, options: RemoteOptions, own_retries: bool = True) -> dict:
+    """fsspec keyword arguments for `url`: the user's `storage_options`, plus our timeouts where the file
+    system takes them (aiohttp for http(s), botocore for s3), and, with `own_retries`, botocore's retries
+    off (the reads retry, and count, on their own)."""
+    result = dict(options.storage_options)
+    scheme = url.split('://', 1)[0].lower()
+    if scheme in ('http', 'https') and 'client_kwargs' not in result:
+        import aiohttp
+        result['client_kwargs'] = {'timeout': aiohttp.ClientTimeout(total=options.timeout,
+                                                                     sock_connect=options.timeout)}
+    if scheme in ('s3', 's3a'):
+        config = dict(result.get('config_kwargs', {}))
+        config.setdefault('connect_timeout', options.timeout)
+        config.setdefault('read_timeout', options.timeout)
+        if own_retries:
+            config.setdefault('retries', {'max_attempts': 1})
+        result['config_kwargs'] = config
+    return result
+
+
+class RemoteFile:
+    """One object (a `.beton` file) read by byte ranges.
+
+    Parameters
+    ----------
+    url : str
+        Any fsspec URL: ``s3://bucket/key``, ``https://host/path``, ``gs://...``.
+    options : RemoteOptions or dict, optional
+
+    Attributes
+    ----------
+    size : int
+        Bytes of the object when opened.
+    etag : str or None
+        Its ETag (or another version tag the file system reports).
+    stats : collections.Counter
+        ``requests`` (ranged reads and size/ETag checks), ``bytes``, ``retries`` and one
+        ``retry:<ErrorType>`` count per kind of retried failure.
+    """
+
+    def __init__(self, url: str, options=None):
+        self.url = url
+        self.options = RemoteOptions.coerce(options)
+        self.stats: Counter = Counter()
+        self._lock = threading.Lock()
+        try:
+            import fsspec
+            self.fs, self.path = fsspec.core.url_to_fs(url, **storage_options(url, self.options))
+        except ImportError as exc:
+            raise _missing_extra(url, exc) from None
+        except ValueError as exc:  # unknown protocol
+            raise RemoteFileError(url, f'not a URL fsspec can open: {exc}') from None
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        info = self._retrying('open', self._info)
+        self.stats['requests'] += 1
+        if info.get('type', 'file') == 'directory':
+            raise RemoteFileError(url, 'is a directory (a prefix), not a .beton file')
+        self.size = int(info['size']) if info.get('size') is not None else None
+        if self.size is None:
+            raise RemoteFileError(url, 'the server does not report the size of the object')
+        self.etag = self._version_tag(info)
+
+    @staticmethod
+    def _version_tag(info: dict) -> Optional[str]:
+        for key in ('ETag', 'etag', 'md5Hash', 'version_id', 'LastModified', 'mtime', 'Last-Modified'):
+            if info.get(key) is not None:
+                return str(info[key])
+        return None
+
+    # -- requests --
+
+    def _run(self, coroutine_function, *args):
+        """Run an async file system call on fsspec's loop with our timeout."""
+        from fsspec.asyn import sync
+        return sync(self.fs.loop, coroutine_function, *args, timeout=self.options.timeout)
+
+    def _info(self) -> dict:
+        if self.protocol in ('http', 'https'):
+            return self._run(self._http_info)
+        if getattr(self.fs, 'async_impl', False):
+            return self._run(self.fs._info, self.path)
+        return self.fs.info(self.path)
+
+    def _retrying(self, what: str, call: Callable, *args):
+        delay = self.options.backoff
+        for attempt in range(self.options.retries + 1):
+            try:
+                return call(*args)
+            except RemoteFileError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise self._permanent(what, exc) from exc
+                with self._lock:
+                    self.stats['retries'] += 1
+                    self.stats[f'retry:{type(exc).__name__}'] += 1
+                if attempt == self.options.retries:
+                    raise RemoteFileError(self.url, f'{what} failed {attempt + 1} times (retried with back-off), '
+                                          f'last with {_describe(exc)}') from exc
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    def _permanent(self, what: str, exc: BaseException) -> RemoteFileError:
+        status = _status(exc)
+        if isinstance(exc, FileNotFoundError) or status == 404:
+            return RemoteFileError(self.url, f'{what}: not found (404)')
+        if isinstance(exc, PermissionError) or status in (401, 403):
+            return RemoteFileError(self.url, f'{what}: access denied ({exc}); check the credentials '
+                                   '(storage_options) and the permissions of the object')
+        if status in (412, 416):  # If-Match failed / the range is past the object's (new) end
+            return RemoteFileChangedError(self.url, f'{what}: the object changed after it was opened (HTTP '
+                                          f'{status}: its ETag is no longer {self.etag}, or its size no longer '
+                                          f'{self.size}); create a new Loader to read the new version')
+        detail = f'HTTP {status}: {exc}' if status is not None else _describe(exc)
+        return RemoteFileError(self.url, f'{what} failed ({detail})')
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes ``[offset, offset + size)`` of the object (retried; `RemoteFileError` on failure)."""
+        if size <= 0:
+            return b''
+        if offset < 0 or offset + size > self.size:
+            raise RemoteFileError(self.url, f'read of bytes [{offset}, {offset + size}) past the end of the '
+                                  f'object ({self.size} bytes)')
+        what = f'reading bytes [{offset}, {offset + size})'
+        data = self._retrying(what, self._read_once, offset, size)
+        with self._lock:
+            self.stats['requests'] += 1
+            self.stats['bytes'] += len(data)
+        return data
+
+    def _read_once(self, offset: int, size: int) -> bytes:
+        if self.protocol in ('http', 'https'):
+            data = self._run(self._in_parts, self._http_range, offset, size)
+        elif self.protocol in ('s3', 's3a'):
+            data = self._run(self._in_parts, self._s3_range, offset, size)
+        elif getattr(self.fs, 'async_impl', False):
+            data = self._run(self.fs._cat_file, self.path, offset, offset + size)
+        else:
+            data = self.fs.cat_file(self.path, start=offset, end=offset + size)
+        if len(data) != size:
+            raise _Transient(f'short read: {len(data)} of {size} bytes at offset {offset}')
+        return data
+
+    async def _in_parts(self, fetch, offset: int, size: int) -> bytes:
+        """`fetch` of [offset, offset + size) as concurrent requests of at most `part_size` bytes each."""
+        part = self.options.part_size
+        if size <= part:
+            return await fetch(offset, size)
+        starts = range(offset, offset + size, part)
+        parts = await asyncio.gather(*(fetch(start, min(part, offset + size - start)) for start in starts))
+        return b''.join(parts)
+
+    async def _http_info(self) -> dict:
+        """Size and ETag from a HEAD request (fsspec's own turns every failure into FileNotFoundError)."""
+        session = await self.fs.set_session()
+        async with session.head(self.fs.encode_url(self.path), allow_redirects=True) as response:
+            if response.status == 405:  # HEAD not allowed: let fsspec try a GET
+                return await self.fs._info(self.path)
+            if response.status >= 400:
+                response.raise_for_status()
+            size = response.headers.get('Content-Length')
+            return {'size': int(size) if size is not None else None, 'ETag': response.headers.get('ETag'),
+                    'type': 'file'}
+
+    async def _http_range(self, offset: int, size: int) -> bytes:
+        headers = {'Range': f'bytes={offset}-{offset + size - 1}'}
+        if self.etag is not None and not self.etag.startswith('W/'):  # If-Match compares strong ETags only
+            headers['If-Match'] = self.etag
+        session = await self.fs.set_session()
+        async with session.get(self.fs.encode_url(self.path), headers=headers) as response:
+            if response.status >= 400:
+                response.raise_for_status()
+            if response.status != 206:
+                raise RemoteFileError(self.url, f'the server ignored the Range request (HTTP {response.status}); '
+                                      'it must support range requests')
+            self._check_version(response.headers.get('ETag'), response.headers.get('Content-Range'))
+            return await response.read()
+
+    async def _s3_range(self, offset: int, size: int) -> bytes:
+        bucket, key, version = self.fs.split_path(self.path)
+        kwargs = {'VersionId': version} if version else {}
+        response = await self.fs._call_s3('get_object', Bucket=bucket, Key=key,
+                                          Range=f'bytes={offset}-{offset + size - 1}', **kwargs)
+        try:
+            self._check_version(response.get('ETag'), response.get('ContentRange'))
+            return await response['Body'].read()
+        finally:
+            response['Body'].close()
+
+    def _check_version(self, etag: Optional[str], content_range: Optional[str]) -> None:
+        total = content_range.rsplit('/', 1)[-1] if content_range else '*'
+        if total not in ('*', str(self.size)):
+            raise RemoteFileChangedError(self.url, f'the object changed after it was opened: it now has {total} '
+                                         f'bytes, it had {self.size}; create a new Loader to read the new version')
+        if etag is not None and self.etag is not None and etag != self.etag:
+            raise RemoteFileChangedError(self.url, f'the object changed after it was opened: ETag {etag}, it '
+                                         f'was {self.etag}; create a new Loader to read the new version')
+
+    def check_unchanged(self) -> None:
+        """`RemoteFileChangedError` if the object's size or ETag differ from when it was opened."""
+        info = self._retrying('checking the object', self._info)
+        with self._lock:
+            self.stats['requests'] += 1
+        size, etag = int(info.get('size', -1)), self._version_tag(info)
+        if size != self.size or etag != self.etag:
+            raise RemoteFileChangedError(self.url, f'the object changed after it was opened (size {size}, ETag '
+                                         f'{etag}; it was {self.size}, {self.etag}): create a new Loader to '
+                                         'read the new version')
+
+    def __repr__(self) -> str:
+        return f'RemoteFile({self.url!r}, {self.size} bytes, ETag {self.etag})'

@@ -1,0 +1,110 @@
+"""Faults between the loader and a real server (nginx behind the tests' fault-injecting TCP proxy): each
+transient kind is retried and counted, permanent ones and exhausted retries are one clear error, nothing
+hangs, and a run with faults gives the batches of a run without."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from ffcv.fields import BytesField, IntField
+from ffcv.loader import Loader, OrderOption
+from ffcv.remote import RemoteFile, RemoteFileError
+
+import servers
+from helpers import collect, same_batches, write_and_read
+
+pytest.importorskip('aiohttp', reason='the remote extra is not installed (pip install -e .[dev])')
+FAST = {'retries': 3, 'backoff': 0.01, 'timeout': 10.0}  # (a loaded machine must not time out)
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    """(local path, proxy): 40 samples of 20-120 KB on 2 MiB pages served by nginx through a FaultProxy."""
+    rng = np.random.default_rng(5)
+    samples = [(rng.integers(0, 256, int(rng.integers(20_000, 120_000)), dtype=np.uint8), i) for i in range(40)]
+    path = os.fspath(tmp_path_factory.mktemp('faults') / 'data.beton')
+    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=1 << 21)
+    server = servers.nginx()
+    shutil.copy(path, os.path.join(server.root, 'faults.beton'))
+    proxy = servers.FaultProxy(server.port)
+    yield path, proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxy(served):
+    proxy = served[1]
+    yield proxy
+    proxy.reset_next = proxy.fail_next = proxy.cut_next = proxy.stall_next = 0
+    proxy.latency = proxy.bandwidth = 0
+
+
+@pytest.mark.parametrize('fault, kinds', [('reset_next', ('ClientOSError', 'ServerDisconnectedError',
+                                                          'ClientConnectionError', 'ConnectionResetError')),
+                                          ('fail_next', ('ClientResponseError',)),
+                                          ('cut_next', ('ClientPayloadError', 'ContentLengthError', '_Transient'))])
+def test_transient_faults_are_retried_and_counted(served, proxy, fault, kinds):
+    path, _ = served
+    remote = RemoteFile(proxy.url('faults.beton'), FAST)
+    setattr(proxy, fault, 2)
+    data = remote.read(10_000, 300_000)
+    with open(path, 'rb') as handle:
+        handle.seek(10_000)
+        assert data == handle.read(300_000)
+    # aiohttp itself retries a request once when a pooled connection turns out closed or reset
+    assert 1 <= remote.stats['retries'] <= 2 if fault == 'reset_next' else remote.stats['retries'] == 2
+    assert getattr(proxy, fault) == 0
+    counted = {key[len('retry:'):] for key in remote.stats if key.startswith('retry:')}
+    assert counted and counted <= set(kinds), counted
+
+
+def test_a_large_range_is_fetched_as_concurrent_parts(served, proxy):
+    path, _ = served
+    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'part_size': 100_000})
+    proxy.latency, before = 0.2, proxy.requests
+    start = time.monotonic()
+    data = remote.read(5, 1_000_000)
+    assert proxy.requests - before == 10
+    assert time.monotonic() - start < 1.8  # ten requests of 0.2 s latency each: at once, not one by one
+    with open(path, 'rb') as handle:
+        handle.seek(5)
+        assert data == handle.read(1_000_000)
+
+
+def test_a_stalled_answer_times_out_and_is_retried(served, proxy):
+    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'timeout': 0.5})
+    proxy.stall_next = 1
+    start = time.monotonic()
+    assert len(remote.read(0, 4096)) == 4096
+    assert time.monotonic() - start < 5
+    assert remote.stats['retries'] >= 1 and remote.stats['retry:FSTimeoutError'] + remote.stats[
+        'retry:ServerTimeoutError'] + remote.stats['retry:TimeoutError'] >= 1
+
+
+def test_retries_run_out_into_one_error_naming_the_url(served, proxy):
+    remote = RemoteFile(proxy.url('faults.beton'), FAST)
+    proxy.fail_next = 100
+    with pytest.raises(RemoteFileError, match=r'faults.beton: reading bytes \[0, 100\) failed 4 times.*503'):
+        remote.read(0, 100)
+    assert remote.stats['retries'] == 4
+
+
+def test_forbidden_is_permanent_and_not_retried(served, proxy):
+    before = proxy.requests
+    with pytest.raises(RemoteFileError, match='forbidden/data.beton: open: access denied'):
+        RemoteFile(proxy.url('forbidden/data.beton'), FAST)
+    assert proxy.requests - before == 1
+
+
+def test_a_run_with_faults_gives_the_batches_of_a_run_without(served, proxy):
+    path, _ = served
+    kwargs = dict(batch_size=4, num_workers=2, seed=9, order=OrderOption.QUASI_RANDOM)
+    remote = Loader(proxy.url('faults.beton'), remote={**FAST, 'connections': 2}, **kwargs)
+    proxy.latency, proxy.reset_next, proxy.fail_next, proxy.cut_next = 0.01, 1, 1, 1
+    assert same_batches(collect(remote), collect(Loader(path, **kwargs)))
+    assert 2 <= remote.memory_manager.stats['retries'] <= 3  # (aiohttp may absorb the reset)
+    assert proxy.reset_next == proxy.fail_next == proxy.cut_next == 0
