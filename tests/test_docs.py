@@ -132,7 +132,7 @@ def test_guide_runs_top_to_bottom(page, tmp_path):
 
 
 API_PACKAGES = ['ffcv.loader', 'ffcv.writer', 'ffcv.reader', 'ffcv.fields', 'ffcv.fields.decoders', 'ffcv.transforms',
-                'ffcv.pipeline', 'ffcv.traversal_order', 'ffcv.memory_managers']
+                'ffcv.pipeline', 'ffcv.traversal_order', 'ffcv.memory_managers', 'ffcv.remote']
 NOT_IN_API_REFERENCE = {  # public names deliberately without an entry, and why
     'ffcv.writer.MIN_PAGE_SIZE': "a constant, given in DatasetWriter's page_size",
     'ffcv.writer.MAX_PAGE_SIZE': "a constant, given in DatasetWriter's page_size",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Optional
 
 import cv2
 import numba
@@ -150,21 +151,23 @@ def _scratch(name: str, size: int, dtype) -> np.ndarray:
     return buffer[:size]
 
 
-def area_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Same pixels as ``cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)``."""
+def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Same pixels as ``cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)``, written into `out`
+    (a C-contiguous uint8 (height, width, 3) array) when given."""
     src_height, src_width = image.shape[:2]
     scale_x = 1.0 / (width / src_width)    # as OpenCV: 1 / inv_scale, in double precision
     scale_y = 1.0 / (height / src_height)
     if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or scale_x < 1 or scale_y < 1
             or (abs(scale_x - round(scale_x)) < _DBL_EPSILON and abs(scale_y - round(scale_y)) < _DBL_EPSILON)):
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return cv2.resize(image, (width, height), dst=out, interpolation=cv2.INTER_AREA)
     # Columns become rows, (W, H, 3): both passes then run over contiguous memory.
     columns = cv2.transpose(image, dst=_scratch('columns', src_width * src_height * 3, np.uint8).reshape(
         src_width, src_height, 3))
     block = min(_BLOCK, width)
     averaged = _scratch('averaged', block * src_height * 3, np.float32).reshape(block, src_height * 3)
     rows = _scratch('rows', src_height * 3 * block, np.float32).reshape(src_height, 3 * block)
-    out = np.empty((height, width, 3), np.uint8)
+    if out is None:
+        out = np.empty((height, width, 3), np.uint8)
     return _resize_columns(columns.reshape(src_width, src_height * 3), out, scale_x, scale_y, averaged, rows)
 
 
@@ -187,7 +190,9 @@ def resize_area_into(image: np.ndarray, out: np.ndarray) -> None:
     which is most random crops; `area_resize` computes the same result about twice as fast there.
     """
     out_h, out_w = out.shape[:2]
-    if image.shape[0] > out_h and image.shape[1] > out_w:
+    if not out.flags.c_contiguous:  # OpenCV and the kernel write C-contiguous images only
         out[...] = area_resize(image, out_w, out_h)
+    elif image.shape[0] > out_h and image.shape[1] > out_w:
+        area_resize(image, out_w, out_h, out)
     else:  # enlarging (or same size): OpenCV's own fast path
         cv2.resize(image, (out_w, out_h), dst=out, interpolation=cv2.INTER_AREA)
