@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NUMBER = re.compile(r'-?[\d,]+(?:\.\d+)?')
+NUMBER = re.compile(r'-?\d[\d,]*(?:\.\d+)?')
 
 
 def table_rows(page: str, name: str) -> list:
@@ -78,3 +78,19 @@ def test_inference_table_matches_its_json(case):
     assert numbers(row[1]) == [printed(torch_rate)]
     assert numbers(row[2]) == [printed(ffcv_rate)]
     assert numbers(row[3]) == [printed(ffcv_rate / torch_rate, 2)]
+
+
+def test_multiview_table_matches_its_json():
+    case = results('loader_multiview.json')['cases']['multiview']
+    rows = table_rows('multiview.md', 'multiview')
+    steady, first, memory = rows
+    assert numbers(steady[1]) == [printed(case['ours']['steady_images_per_s'])]
+    assert numbers(steady[2]) == [printed(case['ffcv']['steady_images_per_s'])]
+    assert numbers(steady[3]) == [printed(case['ratios']['steady_ours_over_ffcv'], 2)]
+    runs = [printed(run['steady_images_per_s']) for system in ('ours', 'ffcv') for run in case['runs'][system]]
+    assert numbers(steady[0])[-6:] == runs  # the runs quoted in the row's label, ours then FFCV
+    assert numbers(first[1]) == [printed(case['ours']['first_images_per_s'])]
+    assert numbers(first[2]) == [printed(case['ffcv']['first_images_per_s'])]
+    assert numbers(first[3]) == [printed(case['ratios']['first_ours_over_ffcv'], 1)]
+    assert numbers(memory[1]) == [printed(case['ours']['peak_rss_mb'])]
+    assert numbers(memory[2]) == [printed(case['ffcv']['peak_rss_mb'])]
