@@ -94,3 +94,12 @@ def test_multiview_table_matches_its_json():
     assert numbers(first[3]) == [printed(case['ratios']['first_ours_over_ffcv'], 1)]
     assert numbers(memory[1]) == [printed(case['ours']['peak_rss_mb'])]
     assert numbers(memory[2]) == [printed(case['ffcv']['peak_rss_mb'])]
+
+
+def test_augment_table_matches_its_json():
+    report = results('augment.json')
+    (row,) = table_rows('augmentations.md', 'augment')
+    assert numbers(row[0])[-3:] == [printed(r, 2) for r in report['steady_ours_over_torch_per_round']]
+    assert numbers(row[1]) == [printed(report['summary']['ours']['steady_images_per_s'])]
+    assert numbers(row[2]) == [printed(report['summary']['torch']['steady_images_per_s'])]
+    assert numbers(row[3]) == [printed(report['steady_ours_over_torch'], 2)]
