@@ -103,3 +103,16 @@ def test_augment_table_matches_its_json():
     assert numbers(row[1]) == [printed(report['summary']['ours']['steady_images_per_s'])]
     assert numbers(row[2]) == [printed(report['summary']['torch']['steady_images_per_s'])]
     assert numbers(row[3]) == [printed(report['steady_ours_over_torch'], 2)]
+
+
+def test_multi_model_table_matches_its_json():
+    report = results('multi_model.json')
+    alone, one_by_one, shared, speedup = table_rows('multiple-models.md', 'multi-model')
+    images = report['models'] * report['images'] * report['epochs']
+    assert numbers(alone[1]) == [printed(report['loading_only_s'], 1)]
+    assert numbers(one_by_one[1]) == [printed(report['one_after_another_s'], 1)]
+    assert numbers(one_by_one[2]) == [printed(images / report['one_after_another_s'])]
+    assert numbers(shared[1]) == [printed(report['shared_loader_s'], 1)]
+    assert numbers(shared[2]) == [printed(images / report['shared_loader_s'])]
+    assert numbers(speedup[1]) == [printed(report['speedup'], 2)]
+    assert report['test_accuracy_shared'] == report['test_accuracy_one_after_another']
