@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from ..pipeline.operation import Operation
-from ..pipeline.seeding import uniform
+from ._augment_base import draw_gates
 from ..pipeline.compiler import run_kernel
 from ._checks import require_numpy_images, writable
 
@@ -62,15 +62,6 @@ def flip_in_place(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
     return run_kernel(flip_kernel, images, flip)
 
 
-@numba.njit(nogil=True, cache=True)
-def draw_flips(seeds, flip_prob):
-    """One Bernoulli(flip_prob) draw per sample from its seed."""
-    flips = np.empty(seeds.shape[0], np.bool_)
-    for i in range(seeds.shape[0]):
-        flips[i] = uniform(seeds[i], 0) < flip_prob
-    return flips
-
-
 class RandomHorizontalFlip(Operation):
     """Flip each image left-right with probability `flip_prob`.
 
@@ -93,7 +84,7 @@ class RandomHorizontalFlip(Operation):
         flip_prob = float(self.flip_prob)
 
         def flip(images, destination, seeds):
-            return flip_in_place(writable(images), run_kernel(draw_flips, seeds, flip_prob))
+            return flip_in_place(writable(images), run_kernel(draw_gates, seeds, flip_prob))
         flip.python_code = True
         flip.with_seeds = True
         return flip
