@@ -73,7 +73,8 @@ def nginx_binary() -> Optional[str]:
 
 
 class Nginx:
-    """nginx serving `root` on 127.0.0.1:`port` (static files, Range requests and ETags)."""
+    """nginx serving `root` on 127.0.0.1:`port` (static files, Range requests, ETags and Last-Modified dates);
+    the same files also without ETags (``etag off;``) and without any version tag (see `url`)."""
 
     def __init__(self, binary: str):
         self.folder = tempfile.mkdtemp(prefix='ffcv-nginx-')
@@ -91,6 +92,8 @@ class Nginx:
                          f'error_log {self.folder}/logs/error.log;\nevents {{ worker_connections 256; }}\n'
                          f'http {{ access_log off; {temps}\n'
                          f'  server {{ listen 127.0.0.1:{self.port}; root {self.root};\n'
+                         f'    location /noetag/ {{ alias {self.root}/; etag off; }}\n'
+                         f'    location /noversion/ {{ alias {self.root}/; etag off; add_header Last-Modified ""; }}\n'
                          '    location /forbidden/ { return 403; } } }\n')
         self.log = os.path.join(self.folder, 'logs', 'error.log')
         self.process = subprocess.Popen([binary, '-p', self.folder, '-c', config, '-e', self.log],
@@ -98,8 +101,12 @@ class Nginx:
                                         start_new_session=True)
         _wait_port(self.port, self.process, 10, self.log)
 
-    def url(self, name: str) -> str:
-        return f'http://127.0.0.1:{self.port}/{name}'
+    def url(self, name: str, etag: bool = True, last_modified: bool = True) -> str:
+        """URL of `root`/`name`; with ``etag=False`` served without ETag headers (``etag off;``), and also
+        ``last_modified=False``: without Last-Modified either (no version tag at all)."""
+        if etag:
+            return f'http://127.0.0.1:{self.port}/{name}'
+        return f'http://127.0.0.1:{self.port}/{"noetag" if last_modified else "noversion"}/{name}'
 
     def stop(self) -> None:
         _stop(self.process, self.folder)
@@ -140,7 +147,8 @@ class Seaweed:
         self.log = os.path.join(self.folder, 'weed.log')
         args = [binary, 'server', f'-dir={data}', '-ip=127.0.0.1', '-ip.bind=127.0.0.1', '-s3',
                 f'-s3.port={self.port}', f'-s3.config={config}', '-master.telemetry=false', '-volume.max=4',
-                '-master.volumeSizeLimitMB=64', '-iam=false']
+                '-master.volumeSizeLimitMB=64', '-iam=false',
+                '-s3.port.iceberg=0', '-s3.port.lance=0']  # (fixed default ports: concurrent test runs collide)
         args += [f'-{name}={port}' for name, port in ports.items()]
         with open(self.log, 'wb') as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,

@@ -126,23 +126,54 @@ def test_slots_bounded_by_window_with_quasi_random(paged_file):
     assert quasi <= window + (1 + 1 + 1) * BATCH < num_pages
 
 
-def test_quasi_random_fits_where_random_does_not(paged_file):
-    reader = Reader(paged_file)
-    manager = ProcessCacheManager(reader, memory_limit=14 * PAGE)
-    with pytest.raises(MemoryError, match='QUASI_RANDOM'):
-        manager.schedule_epoch(batches_of(np.random.default_rng(0).permutation(reader.num_samples)))
-    batches = quasi_batches(reader)
-    expected = {i: reader.read_sample(i)['blob'] for i in range(reader.num_samples)}
+def matches_the_file(reader, batches):
+    """check(b, state) for `run_epoch`: every sample of batch b reads as `reader.read_sample` reads it."""
     ptrs = reader.metadata['f0']['ptr']
+    expected = {i: reader.read_sample(i)['blob'] for i in range(reader.num_samples)}
 
     def check(b, state):
         for sample in batches[b]:
             if expected[sample].size:
                 assert np.array_equal(read_blob(ptrs[sample], state), expected[sample])
+    return check
 
+
+def test_random_beyond_the_memory_limit_reads_pages_again(paged_file):
+    """RANDOM order, room for 14 of the ~25 pages: pages not needed again soon are released and re-read."""
+    reader = Reader(paged_file)
+    batches = batches_of(np.random.default_rng(0).permutation(reader.num_samples))
+    manager = ProcessCacheManager(reader, prefetch=1, lookahead=1, memory_limit=14 * PAGE)
+    assert manager.schedule(batches).num_frames > 14  # one load per page would not fit
     with manager.schedule_epoch(batches) as context:
-        assert context.num_frames * PAGE <= 14 * PAGE
-        run_epoch(context, batches, 3, check)
+        run_epoch(context, batches, 2, matches_the_file(reader, batches), jitter=0.002)
+        schedule = context.schedule
+        assert len(context._cache.free_frames) == context.num_frames  # every frame was given back
+    assert context.num_frames <= 14 and 0 < manager.stats['peak_frames'] <= 14
+    assert schedule.num_reloads > 0 and manager.stats['reloads'] == schedule.num_reloads
+    assert manager.stats['loads'] == schedule.load_page.size == schedule.num_reloads + np.count_nonzero(schedule.uses)
+    file_size = os.path.getsize(paged_file)  # each load reads its page from the file, the last one up to the end
+    offsets = schedule.load_page.astype(np.int64) * PAGE
+    assert manager.stats['bytes_read'] == int(np.minimum(PAGE, file_size - offsets).sum())
+
+
+def test_quasi_random_is_unchanged_under_the_limit(paged_file):
+    reader = Reader(paged_file)
+    batches = quasi_batches(reader)
+    manager = ProcessCacheManager(reader, memory_limit=14 * PAGE)
+    unlimited = ProcessCacheManager(reader).schedule(batches)
+    with manager.schedule_epoch(batches) as context:
+        assert context.schedule.reload_gap is None and context.num_frames == unlimited.num_frames <= 14
+        np.testing.assert_array_equal(context.schedule.load_page, unlimited.load_order)
+        run_epoch(context, batches, 3, matches_the_file(reader, batches))
+    assert manager.stats['reloads'] == 0 and manager.stats['loads'] == np.count_nonzero(unlimited.uses)
+
+
+def test_a_limit_below_the_pages_in_flight_is_a_clear_error(paged_file):
+    reader = Reader(paged_file)
+    batches = batches_of(np.random.default_rng(0).permutation(reader.num_samples))
+    with pytest.raises(MemoryError, match=r'paged.beton: this epoch needs at least \d+ page frames even when every '
+                                          r'page is read again before each use .* more than the 2 the memory limit'):
+        ProcessCacheManager(reader, prefetch=1, lookahead=1, memory_limit=2 * PAGE + 5).schedule_epoch(batches)
 
 
 def test_close_mid_epoch_stops_promptly(paged_file):

@@ -8,9 +8,10 @@ a `PageStore`: with a cache folder, a page is fetched from the remote once per n
 disk afterwards.
 
 Cost by order: SEQUENTIAL and QUASI_RANDOM fetch each page once per epoch and hold a bounded window of
-pages in memory. RANDOM also fetches each page once per epoch, but keeps it in memory from its first to
-its last use, which is most of the file for a file much larger than a batch (the manager refuses an epoch
-that would exceed the memory limit; use QUASI_RANDOM or a smaller file).
+pages in memory. RANDOM fetches each page once per epoch while the pages fit in `memory_limit` (a page is
+kept from its first to its last use, most of the file for a file much larger than a batch); beyond it,
+a page not used again soon is released after its use and loaded again before its next use (from the
+disk cache when there is one, else by a new range request), counted in ``stats['reloads']``.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ class RemoteCacheManager(ProcessCacheManager):
     lookahead : int
         Batches that may still run behind the newest started one (sizes the frames).
     memory_limit : int, optional
-        Refuse an epoch whose frames would exceed this many bytes (default: the machine's RAM).
+        Bytes the page frames of an epoch may take (default: ``options.memory_limit``, else half the
+        machine's RAM); pages are loaded again where that keeps an epoch within it (see `ProcessCacheManager`).
 
     Attributes
     ----------
@@ -70,6 +72,8 @@ class RemoteCacheManager(ProcessCacheManager):
         if reader.remote is None:
             raise ValueError(f'{reader.file_name}: RemoteCacheManager reads files opened by URL')
         self.options = RemoteOptions.coerce(options if options is not None else reader.remote.options)
+        if memory_limit is None:
+            memory_limit = self.options.memory_limit
         super().__init__(reader, prefetch=self.options.prefetch, lookahead=lookahead,
                          num_readers=self.options.connections, memory_limit=memory_limit)
 
@@ -101,9 +105,9 @@ class RemoteCacheManager(ProcessCacheManager):
 
     def _page_cache(self, schedule: EpochSchedule, memory: np.ndarray) -> _PageCache:
         return _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule, self._page_ends,
-                          memory, self.prefetch, self.num_readers, fetch=self._fetch)
+                          memory, self.prefetch, self.num_readers, fetch=self._fetch, stats=self.page_stats)
 
     @property
     def stats(self) -> dict:
-        """Requests, bytes, retries (by kind), disk hits and fetches so far, in one dict."""
-        return {**self.remote.stats, **self.store.stats}
+        """Requests, bytes, retries (by kind), disk hits, fetches, page loads and reloads so far, in one dict."""
+        return {**self.remote.stats, **self.store.stats, **self.page_stats}

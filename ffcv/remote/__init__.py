@@ -4,7 +4,8 @@
 accept any fsspec URL. The pieces:
 
 * `RemoteFile` (`ffcv.remote.source`): ranged reads of one object with timeouts, retries with back-off
-  and counters, and a check that the object did not change since it was opened (size and ETag).
+  and counters, and a check that the object did not change since it was opened (size and ETag, else
+  Last-Modified date).
 * `PageStore` (`ffcv.remote.page_store`): whole pages on local disk, shared by the processes of a node,
   written to a temporary name and renamed (a page is never read half-written), least recently used
   pages removed beyond a size limit.

@@ -38,6 +38,10 @@ class RemoteOptions:
     retries : int
         Attempts after the first for a request that failed transiently (timeout, reset, 5xx, short read),
         with exponential back-off from `backoff` seconds.
+    memory_limit : int, optional
+        Bytes of pages one loader holds in memory (default: half the machine's RAM). With RANDOM order on a
+        file larger than this, pages whose next use is far off are released after a use and loaded again
+        (from `cache_dir`, else fetched again) before the next one.
     backoff : float
         First back-off delay, doubled after each failed attempt (capped at 5 s).
     storage_options : mapping
@@ -52,6 +56,7 @@ class RemoteOptions:
     timeout: float = 60.0
     retries: int = 5
     backoff: float = 0.2
+    memory_limit: Optional[int] = None
     storage_options: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
@@ -63,6 +68,9 @@ class RemoteOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if positive else 0):
                 raise ValueError(f'remote option {name} must be a{" positive" if positive else " non-negative"} '
                                  f'integer, got {value!r}')
+        limit = self.memory_limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f'remote option memory_limit must be a positive number of bytes or None, got {limit!r}')
         for name in ('timeout', 'backoff'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -1,7 +1,8 @@
 """`PageStore`: the pages of remote `.beton` files on local disk, shared by the processes of a node.
 
-Layout: ``<cache_dir>/<key>/<page>.page``, where ``key`` is a hash of the URL, the size and the ETag of the
-object, so a new version of an object never reads pages of the old one. A page is fetched under an
+Layout: ``<cache_dir>/<key>/<page>.page``, where ``key`` is a hash of the URL, the size and the version tag
+(ETag, else Last-Modified date) of the object, so a new version of an object never reads pages of the old
+one (for an object without a version tag, only a change of size is told apart). A page is fetched under an
 exclusive ``flock`` on ``<page>.lock`` (processes asking for the same page at once wait for the one that
 fetches it, then read its file), written to a temporary name and renamed into place: a page file is
 always complete, even after a crash; temporary files of dead processes are removed when a store opens.
@@ -63,12 +64,12 @@ class PageStore:
         self.folder = None
         if cache_dir is not None:
             self.root = os.path.abspath(cache_dir)
-            key = hashlib.sha256(f'{remote.url}\0{remote.size}\0{remote.etag}'.encode()).hexdigest()[:24]
+            key = hashlib.sha256(f'{remote.url}\0{remote.size}\0{remote.version}'.encode()).hexdigest()[:24]
             self.folder = os.path.join(self.root, key)
             try:
                 os.makedirs(self.folder, exist_ok=True)
                 with open(os.path.join(self.folder, 'source.txt'), 'w') as handle:
-                    handle.write(f'{remote.url}\nsize {remote.size}\netag {remote.etag}\n')
+                    handle.write(f'{remote.url}\nsize {remote.size}\n{remote.version_kind} {remote.version}\n')
             except OSError as exc:
                 raise OSError(exc.errno, f'page cache folder {cache_dir}: cannot create it ({exc.strerror})') from exc
             self._remove_stale_temporaries()

@@ -1,8 +1,11 @@
 """`RemoteFile`: ranged reads of one object by URL, retried, timed out, counted, and checked unchanged.
 
-Every read names the version of the object it expects (the ETag seen when the file was opened): over
-HTTP with ``If-Match``, over S3 by comparing the ETag of each response. A read of a changed object raises
-`RemoteFileChangedError`, so a run never mixes data of two versions. Transient failures (timeouts,
+Every read names the version of the object it expects (the ETag seen when the file was opened, or, from
+a server that sends no ETag, its Last-Modified date): over HTTP with ``If-Match`` (``If-Unmodified-Since``)
+and by comparing the tag of each response, over S3 by comparing the ETag of each response; every response
+must also report the size the object had. A read of a changed object raises `RemoteFileChangedError`, so a
+run never mixes data of two versions. An object with no version tag at all is checked by its size only
+(a warning says so, once per URL). Transient failures (timeouts,
 connection resets, 5xx answers, responses cut short) are retried with exponential back-off and counted in
 `RemoteFile.stats`; permanent ones (403, 404, bad credentials, ...) raise one `RemoteFileError` naming the
 URL.
@@ -13,8 +16,9 @@ import asyncio
 import errno
 import threading
 import time
+import warnings
 from collections import Counter
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from .options import RemoteOptions
 
@@ -22,6 +26,12 @@ _MAX_BACKOFF_S = 5.0
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _TRANSIENT_ERRNOS = {errno.EIO, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EAGAIN,
                      errno.EPIPE, errno.ECONNREFUSED}
+# Version tags fsspec file systems report, strongest first: content tags and generations, then times
+# (HTTP, S3, Azure, local/SFTP, in-memory).
+_VERSION_KEYS = ('ETag', 'etag', 'md5Hash', 'generation', 'version_id', 'Last-Modified', 'LastModified',
+                 'last_modified', 'mtime', 'created')
+_unversioned_warned = set()  # URLs already warned about (once per process)
+_warn_lock = threading.Lock()
 
 
 class RemoteFileError(OSError):
@@ -124,8 +134,14 @@ class RemoteFile:
     ----------
     size : int
         Bytes of the object when opened.
+    version : str or None
+        Its version tag when opened: the ETag, else another tag the file system reports (an HTTP
+        server's Last-Modified date, ...); None if there is none (a change of the same size is then
+        not detected: a warning says so).
+    version_kind : str or None
+        What `version` is: ``'ETag'``, ``'Last-Modified'``, ... (the name the file system gives it).
     etag : str or None
-        Its ETag (or another version tag the file system reports).
+        The ETag, if `version` is one.
     stats : collections.Counter
         ``requests`` (ranged reads and size/ETag checks), ``bytes``, ``retries`` and one
         ``retry:<ErrorType>`` count per kind of retried failure.
@@ -151,14 +167,28 @@ class RemoteFile:
         self.size = int(info['size']) if info.get('size') is not None else None
         if self.size is None:
             raise RemoteFileError(url, 'the server does not report the size of the object')
-        self.etag = self._version_tag(info)
+        self.version_kind, self.version = self._version_tag(info)
+        self.etag = self.version if self.version_kind in ('ETag', 'etag') else None
+        if self.version is None:
+            self._warn_unversioned()
 
     @staticmethod
-    def _version_tag(info: dict) -> Optional[str]:
-        for key in ('ETag', 'etag', 'md5Hash', 'version_id', 'LastModified', 'mtime', 'Last-Modified'):
+    def _version_tag(info: dict) -> Tuple[Optional[str], Optional[str]]:
+        """(kind, value) of the first version tag in a file system's `info` of the object, or (None, None)."""
+        for key in _VERSION_KEYS:
             if info.get(key) is not None:
-                return str(info[key])
-        return None
+                return key, str(info[key])
+        return None, None
+
+    def _warn_unversioned(self) -> None:
+        with _warn_lock:
+            if self.url in _unversioned_warned:
+                return
+            _unversioned_warned.add(self.url)
+        warnings.warn(f'{self.url}: the server reports neither an ETag nor a Last-Modified date for this object, so '
+                      'a change of the object that keeps its size cannot be detected during a run (nor told apart '
+                      'in the page cache); a change of size still stops the run with RemoteFileChangedError',
+                      RuntimeWarning, stacklevel=3)
 
     # -- requests --
 
@@ -202,8 +232,9 @@ class RemoteFile:
                                    '(storage_options) and the permissions of the object')
         if status in (412, 416):  # If-Match failed / the range is past the object's (new) end
             return RemoteFileChangedError(self.url, f'{what}: the object changed after it was opened (HTTP '
-                                          f'{status}: its ETag is no longer {self.etag}, or its size no longer '
-                                          f'{self.size}); create a new Loader to read the new version')
+                                          f'{status}: its {self.version_kind or "version"} is no longer '
+                                          f'{self.version}, or its size no longer {self.size}); create a new '
+                                          'Loader to read the new version')
         detail = f'HTTP {status}: {exc}' if status is not None else _describe(exc)
         return RemoteFileError(self.url, f'{what} failed ({detail})')
 
@@ -253,12 +284,14 @@ class RemoteFile:
                 response.raise_for_status()
             size = response.headers.get('Content-Length')
             return {'size': int(size) if size is not None else None, 'ETag': response.headers.get('ETag'),
-                    'type': 'file'}
+                    'Last-Modified': response.headers.get('Last-Modified'), 'type': 'file'}
 
     async def _http_range(self, offset: int, size: int) -> bytes:
         headers = {'Range': f'bytes={offset}-{offset + size - 1}'}
         if self.etag is not None and not self.etag.startswith('W/'):  # If-Match compares strong ETags only
             headers['If-Match'] = self.etag
+        elif self.version_kind == 'Last-Modified':
+            headers['If-Unmodified-Since'] = self.version
         session = await self.fs.set_session()
         async with session.get(self.fs.encode_url(self.path), headers=headers) as response:
             if response.status >= 400:
@@ -266,7 +299,8 @@ class RemoteFile:
             if response.status != 206:
                 raise RemoteFileError(self.url, f'the server ignored the Range request (HTTP {response.status}); '
                                       'it must support range requests')
-            self._check_version(response.headers.get('ETag'), response.headers.get('Content-Range'))
+            tags = {kind: response.headers.get(kind) for kind in ('ETag', 'Last-Modified')}
+            self._check_version(tags, response.headers.get('Content-Range'))
             return await response.read()
 
     async def _s3_range(self, offset: int, size: int) -> bytes:
@@ -275,30 +309,35 @@ class RemoteFile:
         response = await self.fs._call_s3('get_object', Bucket=bucket, Key=key,
                                           Range=f'bytes={offset}-{offset + size - 1}', **kwargs)
         try:
-            self._check_version(response.get('ETag'), response.get('ContentRange'))
+            self._check_version({'ETag': response.get('ETag')}, response.get('ContentRange'))
             return await response['Body'].read()
         finally:
             response['Body'].close()
 
-    def _check_version(self, etag: Optional[str], content_range: Optional[str]) -> None:
+    def _check_version(self, tags: dict, content_range: Optional[str]) -> None:
+        """`RemoteFileChangedError` unless a ranged response is of the version opened: the object's total
+        size in `content_range`, and the response's tag of our version's kind (in `tags`, by kind)."""
         total = content_range.rsplit('/', 1)[-1] if content_range else '*'
         if total not in ('*', str(self.size)):
             raise RemoteFileChangedError(self.url, f'the object changed after it was opened: it now has {total} '
                                          f'bytes, it had {self.size}; create a new Loader to read the new version')
-        if etag is not None and self.etag is not None and etag != self.etag:
-            raise RemoteFileChangedError(self.url, f'the object changed after it was opened: ETag {etag}, it '
-                                         f'was {self.etag}; create a new Loader to read the new version')
+        seen = tags.get(self.version_kind)
+        if seen is not None and self.version is not None and seen != self.version:
+            raise RemoteFileChangedError(self.url, f'the object changed after it was opened: {self.version_kind} '
+                                         f'{seen}, it was {self.version}; create a new Loader to read the new '
+                                         'version')
 
     def check_unchanged(self) -> None:
-        """`RemoteFileChangedError` if the object's size or ETag differ from when it was opened."""
+        """`RemoteFileChangedError` if the object's size or version tag differ from when it was opened."""
         info = self._retrying('checking the object', self._info)
         with self._lock:
             self.stats['requests'] += 1
-        size, etag = int(info.get('size', -1)), self._version_tag(info)
-        if size != self.size or etag != self.etag:
-            raise RemoteFileChangedError(self.url, f'the object changed after it was opened (size {size}, ETag '
-                                         f'{etag}; it was {self.size}, {self.etag}): create a new Loader to '
-                                         'read the new version')
+        size, (kind, version) = int(info.get('size', -1)), self._version_tag(info)
+        if size != self.size or version != self.version:
+            raise RemoteFileChangedError(self.url, f'the object changed after it was opened (size {size}, '
+                                         f'{kind or "version"} {version}; it was {self.size}, '
+                                         f'{self.version_kind or "version"} {self.version}): create a new Loader '
+                                         'to read the new version')
 
     def __repr__(self) -> str:
-        return f'RemoteFile({self.url!r}, {self.size} bytes, ETag {self.etag})'
+        return f'RemoteFile({self.url!r}, {self.size} bytes, {self.version_kind or "version"} {self.version})'

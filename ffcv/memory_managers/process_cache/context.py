@@ -4,12 +4,14 @@ Worker threads call ``start_batch(b)`` / ``end_batch(b)``; a small pool of reade
 pages from the file into frames with ``os.preadv`` (which releases the GIL). All bookkeeping happens
 under one condition variable:
 
-* ``start_batch(b)`` allows every page first needed by a batch up to ``b + prefetch`` to be read,
-  hands as many of them as there are free frames to the readers (in order of first use, so the pages of
-  the oldest batches always get memory first and the schedule cannot deadlock), then waits until the
-  pages of ``b`` are resident, one of them failed (OSError), or the context is closed.
-* ``end_batch(b)`` drops one use of each page of ``b``; a page whose every batch has ended gives its
-  frame back and the next waiting pages are handed out.
+* ``start_batch(b)`` allows every load (a page read for a run of batches, see `EpochSchedule`) whose first
+  batch is up to ``b + prefetch`` to be read, hands as many of them as there are free frames to the
+  readers (in reading order, so the pages of the oldest batches always get memory first and the schedule
+  cannot deadlock), then waits until the pages of ``b`` are resident, one of them failed (OSError), or the
+  context is closed.
+* ``end_batch(b)`` drops one use of each load of ``b``; a load whose every batch has ended gives its
+  frame back and the next waiting loads are handed out. A page is loaded again (a reload) only once its
+  previous load has given its frame back, so ``page_table`` always names one frame per page.
 
 The reader threads only hold a reference to the shared `_PageCache`, never to the context, so a
 context that is dropped without ``close()`` is still closed by its finaliser.
@@ -20,6 +22,7 @@ import errno
 import os
 import queue
 import threading
+from collections import Counter
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -44,7 +47,7 @@ class _PageCache:
     def __init__(self, file_name: str, page_size: int, page_shift: int, schedule: EpochSchedule,
                  page_ends: np.ndarray, memory: np.ndarray, prefetch: int, num_readers: int,
                  open_file: Optional[Callable[[], int]] = None,
-                 fetch: Optional[Callable[[int, int, memoryview], None]] = None):
+                 fetch: Optional[Callable[[int, int, memoryview], None]] = None, stats: Optional[Counter] = None):
         self.file_name = file_name
         self.page_size = page_size
         self.page_shift = page_shift
@@ -53,11 +56,14 @@ class _PageCache:
         self.memory = memory
         self.prefetch = prefetch
         self.num_readers = num_readers
-        num_pages = schedule.uses.size
-        self.page_table = np.full(num_pages, -1, np.int64)
-        self.frame_of = np.full(num_pages, -1, np.int64)
-        self.status = np.full(num_pages, WAITING, np.int8)
-        self.remaining = schedule.uses.copy()
+        num_pages, num_loads = schedule.uses.size, schedule.load_page.size
+        self.page_table = np.full(num_pages, -1, np.int64)   # frame of each resident page (decoders read it)
+        self.holder = np.full(num_pages, -1, np.int64)       # load holding each page's frame (-1: none)
+        self.frame_of = np.full(num_loads, -1, np.int64)
+        self.status = np.full(num_loads, WAITING, np.int8)
+        self.remaining = schedule.load_uses.copy()
+        self.loaded_before = np.zeros(num_pages, bool)       # read earlier this epoch: a new load is a reload
+        self.stats = stats if stats is not None else Counter()
         self.ended = np.zeros(schedule.batch_offsets.size - 1, bool)
         self.started = np.zeros(schedule.batch_offsets.size - 1, bool)
         self.active = 0    # batches started and not yet ended
@@ -73,45 +79,54 @@ class _PageCache:
         self.fd: Optional[int] = None
         self.closed = False
         self.fetch = fetch  # fetch(page, size, frame view): pages from elsewhere than a local file
-        if schedule.load_order.size and fetch is None:
+        if schedule.load_page.size and fetch is None:
             self.fd = open_file() if open_file is not None else os.open(file_name, os.O_RDONLY)
 
     # -- worker side (called with self.cond held) --
 
     def issue(self) -> None:
-        """Hand pages that may be read now to the readers, while frames are free."""
-        order, first_use = self.schedule.load_order, self.schedule.first_use
-        while self.next_to_issue < order.size and self.free_frames:
-            page = order[self.next_to_issue]
-            if first_use[page] > self.issue_limit:
+        """Hand loads that may be read now to the readers, in reading order, while frames are free."""
+        load_page, load_first = self.schedule.load_page, self.schedule.load_first
+        while self.next_to_issue < load_page.size and self.free_frames:
+            load = self.next_to_issue
+            if load_first[load] > self.issue_limit:
+                break
+            if self.status[load] != WAITING:  # every batch it serves already ended
+                self.next_to_issue += 1
+                continue
+            page = int(load_page[load])
+            if self.holder[page] != -1:  # the page's previous load still holds it (batches running late)
                 break
             self.next_to_issue += 1
-            if self.status[page] != WAITING:  # every batch needing it already ended
-                continue
-            self.frame_of[page] = self.free_frames.pop()
-            self.status[page] = READING
+            self.frame_of[load] = self.free_frames.pop()
+            self.holder[page] = load
+            self.status[load] = READING
             self.reading += 1
+            held = self.schedule.num_frames - len(self.free_frames)
+            self.stats['peak_frames'] = max(self.stats['peak_frames'], held)
             self._start_readers()
-            self.requests.put((int(page), int(self.frame_of[page])))
+            self.requests.put((load, page, int(self.frame_of[load])))
 
     def _start_readers(self) -> None:
         if self.threads:
             return
-        count = max(1, min(self.num_readers, self.schedule.load_order.size))
+        count = max(1, min(self.num_readers, self.schedule.load_page.size))
         for i in range(count):
             thread = threading.Thread(target=self._read_loop, name=f'ffcv-page-reader-{i}', daemon=True)
             thread.start()
             self.threads.append(thread)
 
-    def release(self, page: int) -> None:
-        """The last batch needing `page` ended: give its frame back (or never read it)."""
-        state = self.status[page]
+    def release(self, load: int) -> None:
+        """The last batch served by `load` ended: give its frame back (or never read it)."""
+        state = self.status[load]
         if state == WAITING:
-            self.status[page] = RELEASED
+            self.status[load] = RELEASED
         elif state in (LOADED, FAILED):
+            page = int(self.schedule.load_page[load])
             self.page_table[page] = -1
-            self.free_frames.append(int(self.frame_of[page]))
-            self.status[page] = RELEASED
+            self.holder[page] = -1
+            self.free_frames.append(int(self.frame_of[load]))
+            self.status[load] = RELEASED
         # READING: the reader frees the frame when it is done.
 
     # -- reader threads --
@@ -121,10 +136,10 @@ class _PageCache:
             request = self.requests.get()
             if request is None or self.closed:
                 return
-            page, frame = request
+            load, page, frame = request
             error = None
             try:
-                self._read_page(page, frame)
+                count = self._read_page(page, frame)
             except Exception as exc:  # reported to the worker waiting for this page
                 error = exc
             with self.cond:
@@ -133,23 +148,28 @@ class _PageCache:
                 self.reading -= 1
                 self.progress += 1
                 if error is not None:
-                    self.errors[page] = error
-                    self.status[page] = FAILED
+                    self.errors[load] = error
+                    self.status[load] = FAILED
                 else:
                     self.page_table[page] = frame
-                    self.status[page] = LOADED
-                if self.remaining[page] == 0:
-                    self.release(page)
+                    self.status[load] = LOADED
+                    self.stats['loads'] += 1
+                    self.stats['reloads'] += int(self.loaded_before[page])
+                    self.stats['bytes_read'] += count
+                    self.loaded_before[page] = True
+                if self.remaining[load] == 0:
+                    self.release(load)
                     self.issue()
                 self.cond.notify_all()
 
-    def _read_page(self, page: int, frame: int) -> None:
+    def _read_page(self, page: int, frame: int) -> int:
+        """Read page `page` into frame `frame`; returns the bytes read."""
         offset = page << self.page_shift
         wanted = int(self.page_ends[page])
         view = memoryview(self.memory)[frame * self.page_size:(frame + 1) * self.page_size]
         if self.fetch is not None:
             self.fetch(page, wanted, view)
-            return
+            return wanted
         done = 0
         try:
             while done < self.page_size:
@@ -169,6 +189,7 @@ class _PageCache:
             raise OSError(errno.EIO, f'{self.file_name}: short read of page {page}: got {done} of the '
                           f'{wanted} bytes its samples need at offset {offset} (was the file truncated or '
                           'replaced after it was opened?)')
+        return done
 
     # -- shutdown --
 
@@ -225,7 +246,7 @@ class ProcessCacheContext(MemoryContext):
         `ContextClosedError` if the context is (or gets) closed meanwhile.
         """
         cache = self._cache
-        pages = self._pages(batch)
+        loads = self._loads(batch)
         stalled = 0
         with cache.cond:
             while True:
@@ -234,22 +255,22 @@ class ProcessCacheContext(MemoryContext):
                                              'memory context (the epoch was abandoned)')
                 cache.issue_limit = max(cache.issue_limit, batch + cache.prefetch)
                 cache.issue()
-                status = cache.status[pages]
+                status = cache.status[loads]
                 if (status == LOADED).all():
                     if not cache.started[batch]:
                         cache.started[batch] = True
                         cache.active += 1
                         cache.progress += 1
                     return
-                failed = pages[status == FAILED]
+                failed = loads[status == FAILED]
                 if failed.size:
                     error = cache.errors[int(failed[0])]
                     if hasattr(error, 'url'):  # a remote file's error: already names the URL and the problem
                         raise type(error)(error.url, error.problem) from error
                     if isinstance(error, OSError):
                         raise OSError(error.errno, error.strerror) from error
-                    raise RuntimeError(f'{cache.file_name}: reading page {int(failed[0])} failed: '
-                                       f'{error!r}') from error
+                    page = int(cache.schedule.load_page[failed[0]])
+                    raise RuntimeError(f'{cache.file_name}: reading page {page} failed: {error!r}') from error
                 if (status == RELEASED).any():
                     raise RuntimeError(f'batch {batch} was started after end_batch({batch}) released its pages')
                 if (status == READING).any() and not any(thread.is_alive() for thread in cache.threads):
@@ -270,7 +291,7 @@ class ProcessCacheContext(MemoryContext):
     def end_batch(self, batch: int) -> None:
         """Batch `batch` no longer reads its pages; frames whose every batch ended are reused."""
         cache = self._cache
-        pages = self._pages(batch)
+        loads = self._loads(batch)
         with cache.cond:
             if cache.closed or cache.ended[batch]:
                 return
@@ -278,16 +299,16 @@ class ProcessCacheContext(MemoryContext):
             cache.progress += 1
             if cache.started[batch]:
                 cache.active -= 1
-            cache.remaining[pages] -= 1
-            for page in pages[cache.remaining[pages] == 0]:
-                cache.release(int(page))
+            cache.remaining[loads] -= 1
+            for load in loads[cache.remaining[loads] == 0]:
+                cache.release(int(load))
             cache.issue()
 
-    def _pages(self, batch: int) -> np.ndarray:
+    def _loads(self, batch: int) -> np.ndarray:
         if not 0 <= batch < self.schedule.batch_offsets.size - 1:
             raise IndexError(f'batch {batch} out of range: this epoch has '
                              f'{self.schedule.batch_offsets.size - 1} batches')
-        return self.schedule.pages_of(batch)
+        return self.schedule.loads_of(batch)
 
     def close(self) -> None:
         """Stop the readers, close the file and drop the frames (idempotent; waiting workers wake up)."""

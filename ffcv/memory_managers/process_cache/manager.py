@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections import Counter
 from typing import Optional, Sequence
 
 import numpy as np
@@ -34,7 +35,9 @@ class ProcessCacheManager(MemoryManager):
     ``prefetch`` batches before its first use, and its frame is reused after the last batch needing it
     ends. Memory is ``num_frames x page_size``, where ``num_frames`` is the peak number of pages in use:
     small with SEQUENTIAL or QUASI_RANDOM order, close to the whole dataset with RANDOM order on a file
-    much larger than a batch.
+    much larger than a batch. When that exceeds `memory_limit`, pages whose next use is far off are
+    released after a use and read again before the next one (``stats['reloads']``), so memory stays
+    within the limit at the cost of reading those pages again.
 
     Parameters
     ----------
@@ -47,8 +50,16 @@ class ProcessCacheManager(MemoryManager):
     num_readers : int
         Reader threads per epoch.
     memory_limit : int, optional
-        Refuse (MemoryError) an epoch whose frames would exceed this many bytes; default: the RAM of
-        the machine.
+        Bytes the frames of an epoch may take; default: half the RAM of the machine (the rest is left to
+        the process and the system). An epoch that cannot fit even when every page is read again before
+        each use (the limit is below the pages of the batches in flight) raises MemoryError.
+
+    Attributes
+    ----------
+    page_stats : Counter
+        Over every epoch: ``loads`` (pages read into frames), ``reloads`` (of those, pages read again in an
+        epoch that had read and released them), ``bytes_read``, and ``peak_frames`` (most frames held at
+        once in one epoch). Also in `stats`.
     """
 
     def __init__(self, reader, prefetch: int = 3, lookahead: int = 3, num_readers: int = 8,
@@ -63,6 +74,7 @@ class ProcessCacheManager(MemoryManager):
         self.memory_limit = memory_limit
         self._offsets, self._pages, self.num_pages = reader.sample_pages()
         self._page_ends = page_data_ends(reader.alloc_table, self.page_shift, self.num_pages)
+        self.page_stats: Counter = Counter()
         self._open_source()
 
     # -- where pages come from (a subclass reads them elsewhere: `ffcv.memory_managers.remote`) --
@@ -77,13 +89,26 @@ class ProcessCacheManager(MemoryManager):
         check_unchanged(self.reader, os.fstat(self._fd))  # not modified in place since
 
     def _page_cache(self, schedule: EpochSchedule, memory: np.ndarray) -> _PageCache:
-        return _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule,
-                          self._page_ends, memory, self.prefetch, self.num_readers, lambda: os.dup(self._fd))
+        return _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule, self._page_ends,
+                          memory, self.prefetch, self.num_readers, lambda: os.dup(self._fd), stats=self.page_stats)
 
-    def schedule(self, batches: Sequence[np.ndarray], lookahead: Optional[int] = None) -> EpochSchedule:
-        """The page schedule of an epoch visiting `batches` (no memory allocated, no I/O)."""
+    @property
+    def stats(self) -> dict:
+        """The counters of `page_stats`, in one dict."""
+        return dict(self.page_stats)
+
+    @property
+    def max_frames(self) -> Optional[int]:
+        """Frames the memory limit allows (None when no limit was given and the RAM size is unknown)."""
+        limit = self.memory_limit if self.memory_limit is not None else physical_memory() // 2
+        return int(limit) // self.page_size if limit else None
+
+    def schedule(self, batches: Sequence[np.ndarray], lookahead: Optional[int] = None,
+                 max_frames: Optional[int] = None) -> EpochSchedule:
+        """The page schedule of an epoch visiting `batches` (no memory allocated, no I/O); with `max_frames`,
+        pages are read again where that keeps the frames within it (see `build_schedule`)."""
         return build_schedule(batches, self._offsets, self._pages, self.num_pages, self.prefetch,
-                              self.lookahead if lookahead is None else int(lookahead))
+                              self.lookahead if lookahead is None else int(lookahead), max_frames)
 
     def schedule_epoch(self, batches: Sequence[np.ndarray], first_batch: int = 0,
                        lookahead: Optional[int] = None) -> ProcessCacheContext:
@@ -94,21 +119,22 @@ class ProcessCacheManager(MemoryManager):
             raise IndexError(f'first_batch {first_batch} out of range: this epoch has {len(batches)} batches')
         self._check_source()
         skipped = [np.zeros(0, np.int64)] * first_batch
-        schedule = self.schedule(skipped + list(batches[first_batch:]), lookahead)
+        max_frames = self.max_frames
+        try:
+            schedule = self.schedule(skipped + list(batches[first_batch:]), lookahead, max_frames)
+        except MemoryError as exc:
+            raise MemoryError(f'{self.reader.file_name}: {exc} (pages of {self.page_size} bytes, memory_limit='
+                              f'{self.memory_limit or physical_memory() // 2} bytes): raise the limit, use smaller '
+                              'batches or a smaller prefetch, or order=OrderOption.QUASI_RANDOM (fewer pages '
+                              'per batch)') from None
         needed = schedule.num_frames * self.page_size
-        limit = self.memory_limit if self.memory_limit is not None else physical_memory()
-        hint = ('the process cache (os_cache=False) keeps each page from its first to its last use in '
-                'the epoch; with RANDOM order that is most of the file. Use order=OrderOption.QUASI_RANDOM '
-                '(a bounded window of pages) or os_cache=True')
-        if limit and needed > limit:
-            raise MemoryError(f'{self.reader.file_name}: this epoch needs {schedule.num_frames} pages of '
-                              f'{self.page_size >> 20} MiB in memory ({needed / 2**30:.2f} GiB), more than '
-                              f'the limit of {limit / 2**30:.2f} GiB: {hint}')
         try:
             memory = np.empty(needed, np.uint8)
         except MemoryError:
             raise MemoryError(f'{self.reader.file_name}: cannot allocate {needed / 2**30:.2f} GiB for '
-                              f'{schedule.num_frames} pages: {hint}') from None
+                              f'{schedule.num_frames} pages; set a memory_limit below the free memory (pages '
+                              'are then read again where needed), or use order=OrderOption.QUASI_RANDOM '
+                              '(a bounded window of pages) or os_cache=True') from None
         cache = self._page_cache(schedule, memory)
         cache.ended[:first_batch] = True
         return ProcessCacheContext(cache, self.sorted_ptrs, self.sorted_sizes)
