@@ -1,4 +1,5 @@
-"""numba's on-disk cache of this package's kernels, keyed on the whole package's source (`install`).
+"""numba's on-disk cache of this package's kernels, keyed on the whole package's source (`install`), and a
+faster start for numba's CPU target (`defer_scipy`).
 
 numba stamps a cached function with a hash of its own source file only. Most kernels here call kernels of
 other files (inlined: `seeding.uniform`, the crop arithmetic, the colour helpers), so after one of those
@@ -11,7 +12,11 @@ their next use (as a fresh install does). Functions outside the package keep num
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
+import sys
 from functools import lru_cache
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -82,4 +87,54 @@ def install() -> bool:
         return False
     if not any(getattr(cls, 'ffcv_package_locator', False) for cls in classes):
         classes[:0] = [_package_locator(base) for base in bases]  # NUMBA_CACHE_DIR, __pycache__, user-wide
+    defer_scipy()
     return True
+
+
+class _ArraymathWithoutScipy(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports ``numba.np.arraymath`` without importing ``scipy.linalg`` (see `defer_scipy`)."""
+
+    NAME = 'numba.np.arraymath'
+    BLAS = 'scipy.linalg.cython_blas'
+
+    def find_spec(self, name, path, target=None):
+        if name != self.NAME:
+            return None
+        sys.meta_path.remove(self)  # one use
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        self.loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        if self.BLAS in sys.modules:  # scipy.linalg is loaded already: nothing to save
+            self.loader.exec_module(module)
+            return
+        sys.modules[self.BLAS] = None  # numba's check `import scipy.linalg.cython_blas` fails at once
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if sys.modules.get(self.BLAS, 0) is None:
+                del sys.modules[self.BLAS]
+        # What the check would have found; numba imports scipy.linalg itself when it compiles BLAS calls.
+        module._HAVE_BLAS = importlib.util.find_spec('scipy') is not None
+
+
+def defer_scipy() -> None:
+    """Let numba's CPU target start without importing scipy.linalg (idempotent).
+
+    When numba sets up its CPU target (at the first compilation or cache load of a process), its
+    ``numba.np.arraymath`` imports ``scipy.linalg.cython_blas`` only to record whether BLAS exists: 0.3-0.6 s
+    of every process's first batch here, for kernels that never call BLAS. This imports that module with
+    the check failing fast, then sets its flag to what the check would have found (scipy installed or
+    not): numba's behaviour is unchanged, and code that does call BLAS (``np.dot`` in a kernel) imports
+    scipy.linalg when numba compiles it, as numba always does.
+    """
+    if _ArraymathWithoutScipy.NAME in sys.modules or any(isinstance(f, _ArraymathWithoutScipy) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _ArraymathWithoutScipy())

@@ -45,3 +45,14 @@ def test_repeated_calls_do_not_share_results(rng):
     kept = first.copy()
     area_resize(second_image, 200, 190)  # reuses the scratch buffers
     np.testing.assert_array_equal(first, kept)
+
+
+def test_window_views_of_a_larger_image(rng):
+    """The loader's crops pass windows (views whose rows are longer than the window) straight in."""
+    image = rng.integers(0, 256, (480, 520, 3), dtype=np.uint8)
+    for top, left, height, width, size in [(0, 0, 480, 300, (97, 211)), (17, 33, 301, 299, (160, 160)),
+                                           (100, 400, 200, 120, (64, 101))]:
+        window = image[top:top + height, left:left + width]
+        assert not window.flags.c_contiguous
+        expected = cv2.resize(np.ascontiguousarray(window), size, interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(area_resize(window, *size), expected)

@@ -189,7 +189,12 @@ def test_a_live_writers_partial_file_is_left_alone(tmp_path, writers):
         time.sleep(0.01)
     assert len(list(tmp_path.glob('*.partial'))) == 1
     assert remove_stale_partials(str(target)) == []  # locked by a live writer
-    assert helper.wait(helper.start(target, workers=1, samples=30)) == 0  # a second writer meanwhile
+    os.kill(first, signal.SIGSTOP)  # paused, so that it finishes last however loaded the machine is
+    try:
+        assert helper.wait(helper.start(target, workers=1, samples=30)) == 0  # a second writer meanwhile
+        assert len(list(tmp_path.glob('*.partial'))) == 1  # the first one's, still there
+    finally:
+        os.kill(first, signal.SIGCONT)
     assert helper.wait(first) == 0
     assert digest(target) == complete  # the first one finished last, intact
     assert not list(tmp_path.glob('*.partial'))

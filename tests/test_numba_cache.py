@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import ffcv
 from ffcv import _numba_cache
 
@@ -60,3 +62,35 @@ def test_package_locators_serve_only_the_package(tmp_path):
                for cls in classes if getattr(cls, 'ffcv_package_locator', False))
     assert _numba_cache.in_package(str(PACKAGE / 'pipeline' / 'seeding.py'))
     assert not _numba_cache.in_package(str(outside))
+
+
+START = ('import json, sys, numpy as np, numba\n'
+         'import ffcv\n'
+         'from ffcv.imaging.area_resize import area_resize\n'
+         'area_resize(np.zeros((30, 50, 3), np.uint8), 20, 20)\n'  # numba's CPU target is set up by now
+         'import numba.np.arraymath as arraymath\n'
+         'started = {"scipy_linalg": "scipy.linalg" in sys.modules, "have_blas": arraymath._HAVE_BLAS}\n'
+         '@numba.njit\n'
+         'def dot(a, b):\n'
+         '    return np.dot(a, b)\n'
+         'value = float(dot(np.arange(3.0), np.arange(3.0)))\n'
+         'print(json.dumps({**started, "dot": value, "scipy_after_dot": "scipy.linalg" in sys.modules}))\n')
+
+
+def test_numba_starts_without_scipy_and_keeps_blas():
+    """`defer_scipy`: setting up numba's target for our kernels imports no scipy.linalg, numba still knows
+    BLAS is there (as its own check would find with scipy installed), and a kernel calling np.dot works."""
+    import importlib.util
+    if importlib.util.find_spec('scipy') is None:
+        pytest.skip('scipy is not installed: there is no import to defer')
+    out = subprocess.run([sys.executable, '-c', START], capture_output=True, text=True, timeout=300, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {'scipy_linalg': False, 'have_blas': True, 'dot': 5.0, 'scipy_after_dot': True}
+
+
+def test_defer_scipy_is_idempotent_and_steps_aside_once_numba_is_set_up():
+    import numba.np.arraymath  # noqa: F401 (set up in this process already)
+    before = list(sys.meta_path)
+    _numba_cache.defer_scipy()
+    _numba_cache.defer_scipy()
+    assert sys.meta_path == before
