@@ -97,6 +97,7 @@ class BasicDecoder(Operation):
             destination[:, 0] = metadata[indices]
             return destination
         decode.python_code = True
+        decode.per_sample = True
         return decode
 
 

@@ -107,4 +107,5 @@ class BytesDecoder(Operation):
             return run_kernel(copy_blobs, indices, metadata['ptr'], metadata['size'], storage_state, destination,
                               True)
         decode.python_code = True
+        decode.per_sample = True
         return decode

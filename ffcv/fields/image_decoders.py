@@ -72,6 +72,7 @@ class SimpleRGBImageDecoder(Operation):
                         raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
             return destination
         decode.python_code = True
+        decode.per_sample = True
         return decode
 
 
@@ -166,6 +167,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
                 except Exception as exc:
                     raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
             return destinations
+        decode.per_sample = all(d._windows_per_sample() for d in decoders)
         return decode
 
     def _scratch_buffer(self) -> np.ndarray:
@@ -204,7 +206,12 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             return destination
         decode.python_code = True
         decode.with_seeds = self.needs_seeds
+        decode.per_sample = self._windows_per_sample()
         return decode
+
+    def _windows_per_sample(self) -> bool:
+        """Whether each window depends on its own sample only: ours do; a subclass's may use the whole batch."""
+        return type(self).crop_windows.__module__ == __name__
 
 
 class RandomResizedCropRGBImageDecoder(ResizedCropRGBImageDecoder):

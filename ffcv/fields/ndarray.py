@@ -269,4 +269,5 @@ class NDArrayDecoder(Operation):
                 run_kernel(copy_blobs, indices, metadata, NO_SIZES, storage_state, flat, False)
             return destination
         decode.python_code = True
+        decode.per_sample = True
         return decode

@@ -112,6 +112,7 @@ class _RaggedDecoding:
                        lengths, pad)
             return data
         decode.python_code = True
+        decode.per_sample = True
         return decode
 
     def finish_output(self, result, buffers):

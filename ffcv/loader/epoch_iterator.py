@@ -5,11 +5,19 @@ the buffers of slot ``batch % slots`` and publishes the result. A worker takes a
 most `slots` past the last batch the consumer released, so a slot is never rewritten while the consumer can
 still hold its batch.
 
+The epoch's tail: once every batch is taken, a worker with nothing left to take helps the batches still
+being built. Their owners run each per-sample decoder (``per_sample = True``, see `ffcv.pipeline.operation`)
+in parts of rows that any worker may take (`_SharedParts`); the owner takes parts too, waits for all of them
+and runs the batch's other steps itself. Seeds are per sample, so the bytes are those of a whole-batch decode.
+
 Failure and shutdown rules (no hangs):
 * an exception in a worker is stored with its batch and re-raised by the consumer when it asks for that
   batch, with the original traceback and a note naming the batch and samples; the epoch then stops;
 * breaking out of the loop, deleting the iterator, Ctrl-C or interpreter exit stop the workers: they
-  only ever wait on a condition that `close()` signals, and they hold no reference to the iterator.
+  only ever wait on a condition that `close()` signals (or, an owner, for parts already running, which
+  end by themselves), and they hold no reference to the iterator;
+* an exception in a part run by a helper goes to the part's owner, which raises it as its batch's error
+  (the first failing part in row order); no part is started after one failed.
 
 What a pipeline yields: its last step's result, unless the decoder at its root defines
 ``finish_output(result, buffers)`` (the variable-length decoders of `ffcv.fields.ragged`): then what that
@@ -20,7 +28,7 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -63,6 +71,10 @@ class _EpochState:
         self.released = first_batch - 1    # highest batch the consumer is done with
         self.results = {}                  # batch -> outputs tuple, or BaseException
         self.stopped = False
+        self.closed = False                # close() was called: owners stop running parts too
+        self.building = 0                  # batches taken and not yet published
+        self.shared_parts: List[_SharedParts] = []  # tail decodes with parts left to take
+        self.num_threads = num_threads
         self.use_cuda = use_cuda
         if use_cuda:
             self.streams = [torch.cuda.Stream() for _ in range(slots)]
@@ -74,20 +86,89 @@ class _EpochState:
         for thread in self.threads:
             thread.start()
 
-    def take_batch(self) -> Optional[int]:
-        """Next batch to build, waiting for a free slot; None when there is nothing left or we stop."""
+    def take(self):
+        """Next task: a batch number to build (waiting for a free slot), or ``(parts, k)``: part k of a batch
+        still being built once no batch is left to take; None when nothing is left or we stop."""
         with self.condition:
             while True:
-                if self.stopped or self.next_batch >= len(self.batches):
+                if self.stopped:
                     return None
-                if self.next_batch <= self.released + self.slots:
-                    batch = self.next_batch
-                    self.next_batch += 1
-                    return batch
+                if self.next_batch < len(self.batches):
+                    if self.next_batch <= self.released + self.slots:
+                        batch = self.next_batch
+                        self.next_batch += 1
+                        self.building += 1
+                        return batch
+                else:
+                    for parts in self.shared_parts:
+                        k = self._claim(parts)
+                        if k is not None:
+                            return parts, k
+                    if self.building == 0:
+                        return None
                 self.condition.wait()
+
+    def _claim(self, parts: '_SharedParts') -> Optional[int]:
+        """Number of the next part of `parts` to run, None if none is left (call with the condition held)."""
+        if parts.failed or self.closed or parts.claimed == len(parts.bounds):
+            return None
+        k = parts.claimed
+        parts.claimed += 1
+        if parts.claimed == len(parts.bounds) and parts in self.shared_parts:
+            self.shared_parts.remove(parts)
+        return k
+
+    def run_part(self, parts: '_SharedParts', k: int) -> None:
+        """Run part k of `parts` (in any thread) and record its result or error."""
+        start, stop = parts.bounds[k]
+        error = None
+        try:
+            parts.results[k] = parts.part(start, stop)
+        except BaseException as exc:  # noqa: B902 - raised by the part's owner
+            error = exc
+        with self.condition:
+            parts.finished += 1
+            if error is not None:
+                if parts.error is None or k < parts.error[0]:
+                    parts.error = (k, error)
+                if parts in self.shared_parts:
+                    self.shared_parts.remove(parts)
+            self.condition.notify_all()
+
+    def run_parts(self, part: Callable, count: int) -> list:
+        """Results of ``part(start, stop)`` over rows 0:count, in order: one call while batches are left to
+        take; in the epoch's tail, parts that idle workers may run too (this thread runs parts until none
+        is left, then waits for those others run)."""
+        size = max(4, -(-count // (8 * self.num_threads)))
+        with self.condition:
+            tail = self.num_threads > 1 and self.next_batch >= len(self.batches) and not self.stopped
+            if not tail or count <= size:
+                parts = None
+            else:
+                parts = _SharedParts(part, [(a, min(a + size, count)) for a in range(0, count, size)])
+                self.shared_parts.append(parts)
+                self.condition.notify_all()
+        if parts is None:
+            return [part(0, count)]
+        while True:
+            with self.condition:
+                k = self._claim(parts)
+                if k is None:
+                    if parts in self.shared_parts:
+                        self.shared_parts.remove(parts)
+                    while parts.finished < parts.claimed:  # parts other workers are running end by themselves
+                        self.condition.wait()
+                    break
+            self.run_part(parts, k)
+        if parts.error is not None:
+            raise parts.error[1]
+        if parts.finished < len(parts.bounds):
+            raise RuntimeError('the loader was closed while this batch was built')
+        return parts.results
 
     def publish(self, batch: int, result) -> None:
         with self.condition:
+            self.building -= 1
             self.results[batch] = result
             if isinstance(result, BaseException):
                 self.stopped = True  # the epoch cannot continue past a failed batch
@@ -97,7 +178,7 @@ class _EpochState:
         with self.condition:
             if self.stopped and not self.threads:
                 return
-            self.stopped = True
+            self.stopped = self.closed = True
             self.condition.notify_all()
         current = threading.current_thread()
         for thread in self.threads:
@@ -111,11 +192,30 @@ class _EpochState:
             _live_states.discard(self)
 
 
+class _SharedParts:
+    """One per-sample decode of a batch in the tail, split into parts of rows (`bounds`) for any worker."""
+
+    def __init__(self, part: Callable, bounds: List[Tuple[int, int]]):
+        self.part = part                   # part(start, stop) -> result
+        self.bounds = bounds
+        self.claimed = 0                   # parts handed out (in order)
+        self.finished = 0                  # parts done or failed
+        self.results: list = [None] * len(bounds)
+        self.error: Optional[Tuple[int, BaseException]] = None  # (part, exception) of the first part failing
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
 def _worker(state: _EpochState) -> None:
     while True:
-        batch = state.take_batch()
+        batch = state.take()
         if batch is None:
             return
+        if isinstance(batch, tuple):  # a part of a batch another worker builds
+            state.run_part(*batch)
+            continue
         try:
             result = _build_batch(state, batch)
         except BaseException as exc:  # noqa: B902 - handed to the consumer, never lost
@@ -155,7 +255,8 @@ def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray):
     for index in state.run_order:
         pipeline = state.pipelines[index]
         try:
-            result = pipeline.run(slot, indices, state.columns[index], storage_state, state.seed, state.epoch, shared)
+            result = pipeline.run(slot, indices, state.columns[index], storage_state, state.seed, state.epoch, shared,
+                                  state.run_parts)
             finisher = state.finishers[index]
             if finisher is not None:
                 result = finisher.operation.finish_output(result, select_buffer(finisher.buffers, slot,
@@ -189,7 +290,8 @@ class EpochIterator:
         self.num_batches = len(batches)
         self.current = first_batch - 1  # batch held by the consumer
         use_cuda = torch.cuda.is_available() and any(p.uses_cuda for p in loader.pipelines)
-        num_threads = max(1, min(loader.num_workers, len(batches) - first_batch))
+        # every worker, even past the batches left: idle ones help decode the last batches (the tail)
+        num_threads = max(1, loader.num_workers if len(batches) > first_batch else 1)
         columns = [loader.reader.column(p.field_index) for p in loader.pipelines]
         self._state = _EpochState(loader.pipelines, loader.run_order, columns, list(batches), first_batch, context,
                                   loader.seed, epoch, num_threads, loader.slots, use_cuda)

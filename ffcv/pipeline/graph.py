@@ -5,6 +5,8 @@ memory declaration once per epoch) checks every step against the state produced 
 a misplaced operation fails when the `Loader` is created, naming the pipeline, the step and the fix.
 The decoders of several outputs of one field may form a `DecodeGroup`: one function decodes the batch
 for all of them (e.g. several crops of each image from one JPEG decode), each keeping its own seeds.
+A decoder whose code declares ``per_sample = True`` may be run in parts of the batch's rows, which other
+threads can take (the loader does so at the end of an epoch: `ffcv.loader.epoch_iterator`).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class Step:
     function: Optional[Callable] = None
     with_indices: bool = False
     with_seeds: bool = False
+    per_sample: bool = False        # decoder only: its code declares that row i depends on sample i alone
     allocation: object = None       # None, AllocationQuery, or tuple of them (this epoch)
     buffers: object = None          # per-slot buffers matching `allocation`
     state: Optional[State] = None   # output state (this epoch)
@@ -48,6 +51,7 @@ class Step:
         code = self.operation.generate_code()
         self.with_indices = bool(getattr(code, 'with_indices', False))
         self.with_seeds = bool(getattr(code, 'with_seeds', False))
+        self.per_sample = self.position == 0 and getattr(code, 'per_sample', False) is True
         if getattr(code, 'seed_key', None) is not None:  # ops sharing draws across pipelines (mixup)
             self.key = int(code.seed_key)
         self.function = Compiler.compile(code) if self.state.jit_mode else code
@@ -72,6 +76,23 @@ class Step:
             return self.function(indices, destination, metadata, storage_state, seeds)
         return self.function(indices, destination, metadata, storage_state)
 
+    def decode_in_parts(self, indices: np.ndarray, destination, metadata: np.ndarray, storage_state,
+                        seeds: Optional[np.ndarray], run_parts: Callable):
+        """`decode` of the batch as ``run_parts(part, count)`` runs it: ``part(start, stop)`` decodes rows
+        start:stop (for a `per_sample` decoder the same bytes as decoding them with the whole batch); the
+        result is the decoder's result for part 0 taken back to the whole batch's buffer."""
+        def part(start: int, stop: int):
+            rows = select_rows(destination, start, stop)
+            return rows, self.decode(indices[start:stop], rows, metadata, storage_state,
+                                     None if seeds is None else seeds[start:stop])
+        rows, result = run_parts(part, indices.shape[0])[0]
+        givens, wholes = (rows, destination) if isinstance(rows, tuple) else ((rows,), (destination,))
+        for given, whole in zip(givens, wholes):
+            if _same_rows(result, given):
+                return whole
+        raise TypeError(f'{self.operation!r} declares per_sample = True but its function returned '
+                        f'{type(result).__name__}, not its destination (or one of its buffers)')
+
 
 @dataclass(eq=False)  # compared and hashed by identity
 class DecodeGroup:
@@ -83,14 +104,22 @@ class DecodeGroup:
     function: Callable
 
     def decode(self, step: Step, slot: int, indices: np.ndarray, metadata: np.ndarray, storage_state, seed: int,
-               epoch: int, shared: Dict[int, object]):
-        """`step`'s result for this batch; the first member to run decodes the batch for all of them."""
+               epoch: int, shared: Dict[int, object], run_parts: Optional[Callable] = None):
+        """`step`'s result for this batch; the first member to run decodes the batch for all of them (in
+        parts through `run_parts` when given and the function declares ``per_sample = True``)."""
         results = shared.get(id(self))
         if results is None:
             count = indices.shape[0]
             destinations = [select_buffer(member.buffers, slot, count) for member in self.steps]
             seeds = [member.seeds(seed, epoch, indices) if member.with_seeds else None for member in self.steps]
-            self.function(indices, destinations, metadata, storage_state, seeds)
+
+            def part(start: int, stop: int):
+                self.function(indices[start:stop], [select_rows(d, start, stop) for d in destinations], metadata,
+                              storage_state, [None if s is None else s[start:stop] for s in seeds])
+            if run_parts is not None and getattr(self.function, 'per_sample', False) is True:
+                run_parts(part, count)
+            else:
+                self.function(indices, destinations, metadata, storage_state, seeds)
             results = shared[id(self)] = destinations
         return results[next(k for k, member in enumerate(self.steps) if member is step)]
 
@@ -171,9 +200,11 @@ class OutputPipeline:
                 step.input_copies = previous[cache_key]
 
     def run(self, slot: int, indices: np.ndarray, metadata: np.ndarray, storage_state, seed: int, epoch: int,
-            shared: Optional[Dict[int, object]] = None):
+            shared: Optional[Dict[int, object]] = None, run_parts: Optional[Callable] = None):
         """Produce this output for one batch of sample `indices` in buffer slot `slot`. `shared` holds this
-        batch's results of the steps branches start from (filled by their pipelines, read by the branches)."""
+        batch's results of the steps branches start from (filled by their pipelines, read by the branches).
+        `run_parts(part, count)`, if given, runs a per-sample decoder's ``part(start, stop)`` over the rows
+        and returns the parts' results in order (possibly on several threads; see `Step.decode_in_parts`)."""
         count = indices.shape[0]
         result = None if self.source is None else shared[id(self.source)]
         for step in self.steps:
@@ -183,7 +214,10 @@ class OutputPipeline:
                 result = copy_into(select_buffer(step.input_copies, slot, count), result)
             started = time.perf_counter() if self.on_step is not None else 0.0
             if step.group is not None:
-                result = step.group.decode(step, slot, indices, metadata, storage_state, seed, epoch, shared)
+                result = step.group.decode(step, slot, indices, metadata, storage_state, seed, epoch, shared,
+                                           run_parts)
+            elif step.position == 0 and run_parts is not None and step.per_sample:
+                result = step.decode_in_parts(indices, destination, metadata, storage_state, seeds, run_parts)
             elif step.position == 0:
                 result = step.decode(indices, destination, metadata, storage_state, seeds)
             else:
@@ -202,6 +236,24 @@ def copy_into(buffer, batch):
     else:
         np.copyto(buffer, batch)
     return buffer
+
+
+def select_rows(destination, start: int, stop: int):
+    """Rows start:stop of a decoder's destination (an array or tensor, or a tuple / list of them)."""
+    if isinstance(destination, (tuple, list)):
+        return type(destination)(b[start:stop] for b in destination)
+    return destination[start:stop]
+
+
+def _same_rows(result, rows) -> bool:
+    """Whether `result` is `rows` or a view of exactly the same memory (numba returns a new array object)."""
+    if isinstance(result, np.ndarray) and isinstance(rows, np.ndarray):
+        return (result.shape, result.strides, result.dtype, result.__array_interface__['data'][0]) == \
+            (rows.shape, rows.strides, rows.dtype, rows.__array_interface__['data'][0])
+    if isinstance(result, torch.Tensor) and isinstance(rows, torch.Tensor):
+        return (result.shape, result.stride(), result.dtype, result.data_ptr()) == \
+            (rows.shape, rows.stride(), rows.dtype, rows.data_ptr())
+    return result is rows
 
 
 def select_buffer(buffer, batch_slot: int, count: int):

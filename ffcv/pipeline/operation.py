@@ -20,6 +20,11 @@ An operation is set up once per epoch and then run once per batch:
      in different pipelines (ImageMixup and LabelMixup) receive the same seeds for the same samples;
    * ``python_code = True`` (ours): the function is plain Python (it may release the GIL inside C
      code) and is never given to numba.
+   * ``per_sample = True`` (ours, decoders): row i of the destination buffer(s) depends only on sample
+     ``indices[i]`` (and ``seeds[i]``), and the function returns its destination (or, for several
+     buffers, one of them). The loader may then decode a batch in parts of rows, on several threads
+     (the end of an epoch, when threads would otherwise wait): the bytes are the same. Not set, a
+     decoder always receives whole batches.
 
    Functions of operations whose output state has ``jit_mode=True`` are compiled with numba
    (nopython, nogil) unless compilation is disabled (`Compiler.set_enabled(False)` or the
