@@ -159,14 +159,12 @@ def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.nda
     planes = _scratch('planes', 3 * size, np.uint8).reshape(3, src_height, src_width)
     columns = _scratch('columns', 3 * size, np.uint8).reshape(src_width, 3 * src_height)
     cv2.split(image, [planes[0], planes[1], planes[2]])
-    for c in range(3):
-        cv2.transpose(planes[c], dst=columns[:, c * src_height:(c + 1) * src_height])
+    cv2.transpose(planes.reshape(3 * src_height, src_width), dst=columns)  # the stacked planes, (3H, W)
     averaged = _scratch('averaged', width * 3 * src_height, np.float32).reshape(width, 3 * src_height)
     _horizontal_pass(columns, averaged, scale_x)
     # Back to rows, one plane per colour: the vertical pass combines whole rows of each.
     rows = _scratch('rows', 3 * src_height * width, np.float32).reshape(3, src_height, width)
-    for c in range(3):
-        cv2.transpose(averaged[:, c * src_height:(c + 1) * src_height], dst=rows[c])
+    cv2.transpose(averaged, dst=rows.reshape(3 * src_height, width))
     out_planes = _scratch('out_planes', 3 * height * width, np.uint8).reshape(3, height, width)
     _vertical_pass(rows, out_planes, scale_y)
     if out is None:
