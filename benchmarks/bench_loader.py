@@ -1,4 +1,4 @@
-"""bench_loader.py: Loader throughput and memory, ours vs FFCV 1.0.2 vs torch DataLoader, same data.
+"""bench_loader.py: Loader throughput and memory, ours vs FFCV 1.0.2, torch DataLoader, DALI, SPDL, same data.
 
 Datasets (benchmarks/data.py generators, written once with OUR writer and cached in --data-dir; FFCV 1.0.2
 reads the very same .beton files):
@@ -24,9 +24,17 @@ Systems, all with the same thread / worker count (default: every CPU this proces
   ffcv   FFCV 1.0.2 in its own environment (--anchor-python), the same script and pipelines
   torch  torch.utils.data.DataLoader, workers = threads, persistent_workers, the same images held in
          memory (JPEG bytes decoded with PIL, or --torch-decoder torchvision) with torchvision transforms
+  dali   NVIDIA DALI on the CPU (device_id=None, num_threads = threads; benchmarks/dali_loader.py): the same
+         JPEG bytes in memory through fn.external_source -> decoders.image_random_crop -> resize ->
+         crop_mirror_normalize (train) or decoders.image -> resize(resize_shorter) -> crop_mirror_normalize
+         (val); cases train, val, train500 and val500 only
+  spdl   SPDL (benchmarks/spdl_loader.py): the same JPEG bytes, spdl.io demux + decode with an FFmpeg filter
+         graph that crops, scales and flips, in a spdl.pipeline of `threads` concurrency; the same cases
 Every measurement runs in its own fresh process (benchmarks/loader_worker.py): the first epoch is timed
 from the loader's construction (compilation included), then `--epochs - 1` steady epochs (median), and
-the process's peak RSS. Systems alternate within each of `--repeats` rounds; medians are reported.
+the process's peak RSS (torch, DALI, SPDL also: RSS / PSS summed over the process tree, sampled). The first
+batch of every system is checked in the worker (shape, dtype, plausible pixels). Systems alternate within
+each of `--repeats` rounds; medians are reported.
 On a shared machine, each measurement waits (--max-wait) for the machine to be quiet; one during which
 other processes still used more than --max-other-load cores is repeated (--retries) and the quietest
 attempt kept; medians use the undisturbed runs when there are any (every result records the other load).
@@ -35,6 +43,13 @@ attempt kept; medians use the undisturbed runs when there are any (every result 
   python benchmarks/bench_loader.py --quick           # smoke run (1,000 photos, 10,000 CIFAR, 1 repeat)
   python benchmarks/bench_loader.py --cases train,val --systems ours,ffcv
   python benchmarks/bench_loader.py --quick --cases dino,dino_separate,dino_1view --systems ours,torch
+  python benchmarks/bench_loader.py --quick --cases train,val --systems ours,dali,spdl
+
+Peers: DALI and SPDL are not dependencies of the project (CI does not install them); a system whose
+package does not import (or, for SPDL, cannot decode a JPEG) is skipped with a one-line reason. To include them:
+  pip install nvidia-dali-cuda130      # DALI 2.4 wheels (~200 MB); runs on the CPU, no GPU or CUDA needed
+  pip install spdl                     # SPDL 0.8 (spdl-io / spdl-core wheels); it also needs FFmpeg's shared
+  apt-get install libavdevice59        #   libraries, versions 4-9 (this line: Debian 12's FFmpeg 5.1)
 """
 from __future__ import annotations
 
@@ -57,7 +72,9 @@ _spec.loader.exec_module(anchor)
 data = anchor.load_sibling('data')
 
 WORKER = 'loader_worker.py'
-SYSTEMS = ('ours', 'ffcv', 'torch')
+SYSTEMS = ('ours', 'ffcv', 'torch', 'dali', 'spdl')
+PEERS = ('dali', 'spdl')  # benchmarks/dali_loader.py, spdl_loader.py: photo train / val pipelines only
+TREE_SAMPLED = ('torch', *PEERS)  # systems whose worker also samples RSS / PSS over the process tree
 
 # Dataset sizes (full / --quick) and how each is written.
 DATASETS = {
@@ -72,8 +89,10 @@ CASES = {
     'val': {'dataset': 'photo256', 'pipeline': 'val', 'res': 224, 'batch_size': 256},
     'train500': {'dataset': 'photo500', 'pipeline': 'train', 'res': 160, 'batch_size': 256},
     'val500': {'dataset': 'photo500', 'pipeline': 'val', 'res': 224, 'batch_size': 256},
-    'cifar': {'dataset': 'cifar', 'pipeline': 'cifar', 'res': 32, 'batch_size': 512},
-    'cifar_flip': {'dataset': 'cifar', 'pipeline': 'cifar_flip', 'res': 32, 'batch_size': 512},
+    'cifar': {'dataset': 'cifar', 'pipeline': 'cifar', 'res': 32, 'batch_size': 512,
+              'systems': ('ours', 'ffcv', 'torch')},
+    'cifar_flip': {'dataset': 'cifar', 'pipeline': 'cifar_flip', 'res': 32, 'batch_size': 512,
+                   'systems': ('ours', 'ffcv', 'torch')},
     # FFCV's multi-view graph (8 views of one decode); ours and FFCV only (no torch baseline for it here)
     'multiview': {'dataset': 'photo256', 'pipeline': 'multiview', 'res': 256, 'batch_size': 64,
                   'systems': ('ours', 'ffcv')},
@@ -87,9 +106,11 @@ CASES = {
                    'systems': ('ours', 'torch'), 'samples': 1024, 'quick_samples': 320},
 }
 DEFAULT_CASES = 'train,val,train500,val500,cifar'
-# Goals of the Loader issue: (metric, system compared with, required ratio ours / other).
+# Goals of the Loader issue and of issue 17 (first epoch ahead of DALI's, peak RSS at or below every peer's):
+# (metric, system compared with, required ratio: ours / other, for 'rss' other / ours).
 GOALS = {
-    'train': [('steady', 'ffcv', 1.3), ('steady', 'torch', 3.0), ('first', 'ffcv', 3.0), ('rss', 'ffcv', 1.0)],
+    'train': [('steady', 'ffcv', 1.3), ('steady', 'torch', 3.0), ('first', 'ffcv', 3.0), ('rss', 'ffcv', 1.0),
+              ('first', 'dali', 1.0), ('rss', 'dali', 1.0), ('rss', 'spdl', 1.0)],
     'val': [('steady', 'ffcv', 1.2), ('rss', 'ffcv', 1.0)],
     'cifar': [('steady', 'ffcv', 1.0), ('rss', 'ffcv', 1.0)],
     'multiview': [('steady', 'ffcv', 2.0)],
@@ -225,6 +246,31 @@ def measure_quietly(system: str, spec: dict, anchor_python: Optional[str], args)
     return best
 
 
+PEER_DISTRIBUTIONS = {'dali': 'nvidia-dali-cuda130', 'spdl': 'spdl'}  # pip names, for the report's versions
+
+
+def peer_unavailable(system: str) -> Optional[str]:
+    """Why the peer `system` ('dali' or 'spdl') cannot run here (one line), or None when it can.
+
+    Asked in a fresh interpreter, so that this process never loads the peer's libraries (SPDL installs
+    glog's signal handlers, which the writer's forked worker processes would inherit)."""
+    code = ('import importlib.util, sys; spec = importlib.util.spec_from_file_location("peer", sys.argv[1]); '
+            'module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); '
+            'print("\\n" + (module.unavailable() or "available"))')
+    done = subprocess.run([sys.executable, '-c', code, str(anchor.HERE / f'{system}_loader.py')],
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return f'{system} availability check failed (exit {done.returncode}): {done.stderr.strip()[-200:]}'
+    return None if lines[-1] == 'available' else lines[-1]
+
+
+def peer_versions(systems: List[str]) -> Dict[str, str]:
+    """{pip distribution: version} of the peers that run."""
+    from importlib.metadata import version
+    return {PEER_DISTRIBUTIONS[s]: version(PEER_DISTRIBUTIONS[s]) for s in systems if s in PEER_DISTRIBUTIONS}
+
+
 def ours_has_cifar_transforms() -> bool:
     try:
         from ffcv.transforms import Cutout, RandomTranslate  # noqa: F401
@@ -278,7 +324,8 @@ def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], a
             print(f"  repeat {repeat + 1} {system:>5}: first epoch {result['first_images_per_s']:8,.0f} img/s "
                   f"({result['first_epoch_s']:.2f} s), steady {result['steady_images_per_s']:8,.0f} img/s, "
                   f"peak RSS {result['peak_rss_mb']:6.0f} MiB, other load {result['other_load_cores']:.1f} cores"
-                  + (f" (+ workers: tree PSS {result['peak_tree_pss_mb']:.0f} MiB)" if system == 'torch' else ''),
+                  + (f" (+ workers: tree PSS {result['peak_tree_pss_mb']:.0f} MiB)" if system == 'torch' else '')
+                  + (f" (tree PSS {result['peak_tree_pss_mb']:.0f} MiB)" if system in PEERS else ''),
                   flush=True)
     summary = {'spec': spec, 'count': dataset['count'], 'runs': runs}
     for system, results in runs.items():
@@ -290,7 +337,7 @@ def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], a
             'steady_images_per_s': statistics.median(r['steady_images_per_s'] for r in results),
             'peak_rss_mb': statistics.median(r['peak_rss_mb'] for r in results),
         }
-        if system == 'torch':
+        if system in TREE_SAMPLED:
             summary[system]['peak_tree_pss_mb'] = statistics.median(r['peak_tree_pss_mb'] for r in results)
             summary[system]['peak_tree_rss_mb'] = statistics.median(r['peak_tree_rss_mb'] for r in results)
     summary['ratios'] = ratios(summary)
@@ -302,7 +349,7 @@ def ratios(summary: dict) -> dict:
     out = {}
     if 'ours' not in summary:
         return out
-    for other in ('ffcv', 'torch'):
+    for other in SYSTEMS[1:]:
         if other in summary:
             for metric in ('first', 'steady'):
                 key = f'{metric}_images_per_s'
@@ -333,27 +380,34 @@ def _ratio(summary: dict, key: str) -> str:
     return f"{summary['ratios'][key]:.2f}x" if key in summary['ratios'] else 'n/a'
 
 
+LABELS = {'ours': 'ours', 'ffcv': 'FFCV', 'torch': 'torch', 'dali': 'DALI', 'spdl': 'SPDL'}
+
+
 def print_table(results: Dict[str, dict], num_workers: int) -> None:
+    """One block per case: first and steady images/s of every system, ours / each other, the goals, then
+    peak RSS (main process; torch + its workers' PSS) and how many runs of each system were quiet."""
+    others = SYSTEMS[1:]
     print(f'\nimages/s (median; {num_workers} threads/workers each); RSS in MiB (peak, main process)')
-    header = (f'{"case":<11}{"epoch":<7}{"ours":>9}{"FFCV":>9}{"torch":>9}{"ours/FFCV":>11}{"ours/torch":>12}'
-              f'   goals')
+    header = (f'{"case":<11}{"epoch":<7}' + ''.join(f'{LABELS[s]:>8}' for s in SYSTEMS)
+              + ''.join(f'{"ours/" + LABELS[s]:>11}' for s in others) + '   goals')
     print(header + '\n' + '-' * (len(header) + 20))
     for name, summary in results.items():
         for metric in ('first', 'steady'):
             key = f'{metric}_images_per_s'
             goals = ', '.join(f"{g['required']:.1f}x {g['versus']} {'ok' if g['met'] else 'MISSED'}"
                               for g in summary['goals'] if g['metric'] == metric)
-            print(f'{name if metric == "first" else "":<11}{metric:<7}{_rate(summary, "ours", key):>9}'
-                  f'{_rate(summary, "ffcv", key):>9}{_rate(summary, "torch", key):>9}'
-                  f'{_ratio(summary, f"{metric}_ours_over_ffcv"):>11}{_ratio(summary, f"{metric}_ours_over_torch"):>12}'
-                  f'   {goals}')
+            print(f'{name if metric == "first" else "":<11}{metric:<7}'
+                  + ''.join(f'{_rate(summary, s, key):>8}' for s in SYSTEMS)
+                  + ''.join(f'{_ratio(summary, f"{metric}_ours_over_{s}"):>11}' for s in others) + f'   {goals}')
         rss = {s: f"{summary[s]['peak_rss_mb']:,.0f}" if s in summary else 'n/a' for s in SYSTEMS}
-        if 'torch' in summary:
-            rss['torch'] += f" (+workers PSS {summary['torch']['peak_tree_pss_mb']:,.0f})"
-        goals = ', '.join(f"<= FFCV {'ok' if g['met'] else 'MISSED'}" for g in summary['goals'] if g['metric'] == 'rss')
+        goals = ', '.join(f"<= {LABELS[g['versus']]} {'ok' if g['met'] else 'MISSED'}"
+                          for g in summary['goals'] if g['metric'] == 'rss')
+        workers = (f"   (torch +workers PSS {summary['torch']['peak_tree_pss_mb']:,.0f})" if 'torch' in summary
+                   else '')
+        print(f'{"":<11}{"RSS":<7}' + ''.join(f'{rss[s]:>8}' for s in SYSTEMS)
+              + ''.join(f'{_ratio(summary, f"rss_{s}_over_ours"):>11}' for s in others) + f'   {goals}{workers}')
         quiet = '/'.join(f"{summary[s]['runs_quiet']}" if s in summary else '-' for s in SYSTEMS)
-        print(f'{"":<11}{"RSS":<7}{rss["ours"]:>9}{rss["ffcv"]:>9}   torch {rss["torch"]}   {goals}')
-        print(f'{"":<11}{"quiet runs (ours/FFCV/torch)":<38}{quiet}')
+        print(f'{"":<11}{"quiet runs (" + "/".join(LABELS[s] for s in SYSTEMS) + ")":<45}{quiet}')
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -362,7 +416,8 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument('--data-dir', default='/tmp/ffcv_bench', help='where datasets are written once (cache)')
     parser.add_argument('--quick', action='store_true', help='smaller datasets and 1 repeat, for a smoke run')
     parser.add_argument('--cases', default=DEFAULT_CASES, help=f'comma-separated from: {", ".join(CASES)}')
-    parser.add_argument('--systems', default=','.join(SYSTEMS), help='comma-separated from: ours, ffcv, torch')
+    parser.add_argument('--systems', default=','.join(SYSTEMS),
+                        help=f'comma-separated from: {", ".join(SYSTEMS)} (dali / spdl: skipped when not installed)')
     parser.add_argument('--repeats', type=int, default=None, help='fresh-process runs per system (default 3; '
                                                                   '--quick: 1)')
     parser.add_argument('--epochs', type=int, default=5, help='epochs per run: the first + steady ones (>= 4)')
@@ -403,10 +458,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'unknown case or system: {", ".join(unknown)}', file=sys.stderr)
         return 2
     anchor_python = args.anchor_python if anchor.anchor_available(args.anchor_python) else None
+    skipped = {}  # system -> why it did not run
     if 'ffcv' in systems and anchor_python is None:
-        print(f'FFCV 1.0.2 environment not found at {args.anchor_python} (build it with {anchor.SETUP_HINT}); '
-              'skipping FFCV.')
+        skipped['ffcv'] = (f'FFCV 1.0.2 environment not found at {args.anchor_python} '
+                           f'(build it with {anchor.SETUP_HINT})')
+        print(f"skipping ffcv: {skipped['ffcv']}")
         systems.remove('ffcv')
+    for system in [s for s in PEERS if s in systems]:
+        reason = peer_unavailable(system)
+        if reason:
+            print(f'skipping {system}: {reason}')
+            skipped[system] = reason
+            systems.remove(system)
     if 'cifar' in cases and 'ours' in systems and not ours_has_cifar_transforms():
         print('note: skipping the cifar case: ffcv.transforms has no RandomTranslate / Cutout yet '
               '(run --cases cifar_flip for raw-decode throughput)')
@@ -427,7 +490,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               'num_workers': args.num_workers, 'torch_decoder': args.torch_decoder, 'datasets': prepared,
               'environment': anchor.environment_info(anchor_python), 'cases': results,
               'dino_augmentations': list(SSL_TRANSFORMS) if args.augment else ['RandomHorizontalFlip'],
-              'decode_once': views}
+              'decode_once': views, 'skipped_systems': skipped, 'peer_versions': peer_versions(systems)}
     anchor.write_report(report, args.out)
     return 0
 

@@ -3,22 +3,26 @@
 Runs under either interpreter: ours (``python benchmarks/loader_worker.py SPEC``) or FFCV 1.0.2's
 (``python -I benchmarks/loader_worker.py SPEC``, so that `import ffcv` is the original). The `ffcv` systems
 use the very same code (both packages have FFCV's API); the `torch` system is torch.utils.data.DataLoader
-with torchvision transforms over the same images held in memory. SPEC is one JSON object; the result is
-one JSON line on stdout:
+with torchvision transforms over the same images held in memory; the peers `dali` (NVIDIA DALI on the CPU,
+benchmarks/dali_loader.py) and `spdl` (benchmarks/spdl_loader.py) read those same JPEG bytes. SPEC is one
+JSON object; the result is one JSON line on stdout:
 
     {"first_epoch_s": ..., "epoch_s": [...], "images": n, "peak_rss_mb": ..., ...}
 
 The first epoch is timed from the loader's construction (compilation and worker start-up included) to
 its last batch; the following `epochs - 1` epochs are the steady ones. Memory: the process's peak RSS
-(VmHWM) and, sampled every 0.1 s, the RSS and PSS summed over it and its child processes (the torch
-DataLoader's workers).
+(VmHWM) and, for torch, DALI and SPDL, sampled every 0.5 s, the RSS and PSS summed over it and its child
+processes (the torch DataLoader's workers). The first batch of every system is checked (shape, dtype,
+plausible pixels: `check_first_batch`) before the measurement goes on.
 """
+import importlib.util
 import io
 import json
 import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -297,31 +301,89 @@ def torch_loader(spec: dict):
                                        drop_last=pipeline != 'val')
 
 
+# --- Peers: NVIDIA DALI (CPU) and SPDL ----------------------------------------------------------------
+
+PEERS = {'dali': 'dali_loader', 'spdl': 'spdl_loader'}  # system -> module beside this file
+
+
+def peer_module(system: str):
+    """benchmarks/<PEERS[system]>.py, loaded by path (this script also runs isolated, with -I)."""
+    name = f'ffcv_bench_{PEERS[system]}'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f'{PEERS[system]}.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# --- Output check ----------------------------------------------------------------------------------
+
+CHECKED_PIPELINES = ('train', 'val', 'cifar', 'cifar_flip')  # batches (images (B, 3, res, res), labels (B,))
+
+
+def check_first_batch(spec: dict, batch) -> None:
+    """Raise RuntimeError unless `batch` is what every system must give for spec's pipeline: images
+    (B, 3, res, res) uint8 with B = batch_size (train / cifar; val: 1..batch_size), B integer labels >= 0,
+    and plausible photo pixels in the first 16 images (mean 10-245, spread > 8, not all images equal).
+    Pipelines outside CHECKED_PIPELINES (multi-view batches) are not checked here."""
+    if spec['pipeline'] not in CHECKED_PIPELINES:
+        return
+    import torch
+    images, labels = batch[0], batch[1]
+    res, size = spec['res'], spec['batch_size']
+    where = f"{spec['system']}, pipeline {spec['pipeline']!r}, first batch"
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        raise RuntimeError(f'{where}: images are {type(images).__name__} {getattr(images, "dtype", "")}, '
+                           'expected a torch.uint8 tensor')
+    count = images.shape[0]
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, res, res) or not 0 < count <= size or (
+            spec['pipeline'] != 'val' and count != size):
+        raise RuntimeError(f'{where}: images of shape {tuple(images.shape)}, expected ({size}, 3, {res}, {res})')
+    if tuple(labels.shape) != (count,) or labels.dtype.is_floating_point or int(labels.min()) < 0:
+        raise RuntimeError(f'{where}: labels of shape {tuple(labels.shape)} ({labels.dtype}, min '
+                           f'{int(labels.min())}), expected ({count},) integers >= 0')
+    sample = images[:16].float()
+    mean, spread = float(sample.mean()), float(sample.std())
+    repeated = count > 1 and torch.equal(images[0], images[1])
+    if not (10 < mean < 245 and spread > 8) or repeated:
+        raise RuntimeError(f'{where}: implausible pixels (mean {mean:.1f}, std {spread:.1f} over the first '
+                           f'{min(count, 16)} images; first two equal: {repeated})')
+
+
 # --- Measurement -----------------------------------------------------------------------------------
 
-def run_epoch(loader) -> int:
-    """Iterate one epoch, touching every batch; returns the number of images."""
+def run_epoch(loader, check=None) -> int:
+    """Iterate one epoch, touching every batch (`check(batch)` on the first); returns the number of images."""
     images = 0
     for batch in loader:
+        if check is not None and images == 0:
+            check(batch)
         images += int(batch[0].shape[0])
     return images
 
 
 def measure(spec: dict) -> dict:
-    sampler = TreeMemorySampler() if spec['system'] == 'torch' else None
+    system = spec['system']
+    sampler = TreeMemorySampler() if system in ('torch', *PEERS) else None
     started = time.perf_counter()
-    if spec['system'] == 'torch':
+    if system == 'torch':
         import torch  # noqa: F401  (import time is not part of the measurement)
         import torchvision  # noqa: F401
         imported = time.perf_counter()
         make = torch_loader
+    elif system in PEERS:
+        peer = peer_module(system)
+        peer.preload()
+        imported = time.perf_counter()
+        make = peer.make_loader
     else:
         import ffcv
         imported = time.perf_counter()
         make = ffcv_loader
     busy, mine = busy_cpu_seconds(), tree_cpu_seconds()
     loader = make(spec)
-    images = run_epoch(loader)
+    images = run_epoch(loader, check=lambda batch: check_first_batch(spec, batch))
     first = time.perf_counter() - imported
     epoch_seconds = []
     for _ in range(spec['epochs'] - 1):
@@ -336,8 +398,10 @@ def measure(spec: dict) -> dict:
     result = {'other_load_cores': other_load, 'images': images, 'import_s': imported - started,
               'first_epoch_s': first, 'epoch_s': epoch_seconds,
               'peak_rss_mb': vm_hwm_mb(), **memory}
-    if spec['system'] != 'torch':
+    if system not in ('torch', *PEERS):
         result['ffcv_file'] = ffcv.__file__
+    if system in PEERS and hasattr(loader, 'close'):
+        loader.close()  # SPDL's pipeline threads (matters when measure() runs inside a test)
     return result
 
 
