@@ -98,10 +98,14 @@ class ProcessCacheManager(MemoryManager):
         return dict(self.page_stats)
 
     @property
+    def limit(self) -> int:
+        """Bytes the frames of an epoch may take: `memory_limit`, else half the RAM (0 when unknown)."""
+        return int(self.memory_limit) if self.memory_limit is not None else physical_memory() // 2
+
+    @property
     def max_frames(self) -> Optional[int]:
         """Frames the memory limit allows (None when no limit was given and the RAM size is unknown)."""
-        limit = self.memory_limit if self.memory_limit is not None else physical_memory() // 2
-        return int(limit) // self.page_size if limit else None
+        return self.limit // self.page_size if self.limit else None
 
     def schedule(self, batches: Sequence[np.ndarray], lookahead: Optional[int] = None,
                  max_frames: Optional[int] = None) -> EpochSchedule:
@@ -124,7 +128,7 @@ class ProcessCacheManager(MemoryManager):
             schedule = self.schedule(skipped + list(batches[first_batch:]), lookahead, max_frames)
         except MemoryError as exc:
             raise MemoryError(f'{self.reader.file_name}: {exc} (pages of {self.page_size} bytes, memory_limit='
-                              f'{self.memory_limit or physical_memory() // 2} bytes): raise the limit, use smaller '
+                              f'{self.limit} bytes): raise the limit, use smaller '
                               'batches or a smaller prefetch, or order=OrderOption.QUASI_RANDOM (fewer pages '
                               'per batch)') from None
         needed = schedule.num_frames * self.page_size
