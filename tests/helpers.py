@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
 from ffcv.datasets.embedded import make_arrays
-from ffcv.fields import IntField, RGBImageField
+from ffcv.fields import BytesField, IntField, RGBImageField
 from ffcv.pipeline import Compiler
 from ffcv.reader import Reader
 from ffcv.writer import DatasetWriter
@@ -22,6 +24,15 @@ def write_and_read(path, fields, samples, chunksize=100, **writer_kwargs):
     DatasetWriter(path, fields, **writer_kwargs).from_indexed_dataset(samples, chunksize=chunksize,
                                                                       progress=False)
     return Reader(path)
+
+
+def write_blob_file(path, count: int, sizes: tuple, seed: int, page_size: int = 1 << 21) -> str:
+    """Write `count` samples (random bytes, a size drawn from [sizes[0], sizes[1]); label i) as fields 'blob'
+    and 'label' on pages of `page_size`: the remote tests' files. Returns `path` as a string."""
+    rng = np.random.default_rng(seed)
+    samples = [(rng.integers(0, 256, int(rng.integers(*sizes)), dtype=np.uint8), i) for i in range(count)]
+    write_and_read(os.fspath(path), {'blob': BytesField(), 'label': IntField()}, samples, page_size=page_size)
+    return os.fspath(path)
 
 
 def write_embedded_splits(folder: Path, train_count: int, test_count: int, seed: int) -> tuple[str, str]:

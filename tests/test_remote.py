@@ -23,7 +23,7 @@ from ffcv.remote.page_store import PageStore
 from ffcv.writer import DatasetWriter
 
 import servers
-from helpers import collect, same_batches, write_and_read
+from helpers import collect, same_batches, write_blob_file
 
 pytest.importorskip('aiohttp', reason='the remote extra is not installed (pip install -e .[dev])')
 PAGE = 1 << 21
@@ -33,11 +33,7 @@ BATCH = 8
 @pytest.fixture(scope='module')
 def local_file(tmp_path_factory):
     """100 samples of 60-240 KB on 2 MiB pages (about 8 pages), plus a label."""
-    rng = np.random.default_rng(7)
-    samples = [(rng.integers(0, 256, int(rng.integers(60_000, 240_000)), dtype=np.uint8), i) for i in range(100)]
-    path = os.fspath(tmp_path_factory.mktemp('remote') / 'data.beton')
-    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=PAGE)
-    return path
+    return write_blob_file(tmp_path_factory.mktemp('remote') / 'data.beton', 100, (60_000, 240_000), 7, PAGE)
 
 
 @pytest.fixture(scope='module')

@@ -7,15 +7,13 @@ import os
 import shutil
 import time
 
-import numpy as np
 import pytest
 
-from ffcv.fields import BytesField, IntField
 from ffcv.loader import Loader, OrderOption
 from ffcv.remote import RemoteFile, RemoteFileError
 
 import servers
-from helpers import collect, same_batches, write_and_read
+from helpers import collect, same_batches, write_blob_file
 
 pytest.importorskip('aiohttp', reason='the remote extra is not installed (pip install -e .[dev])')
 FAST = {'retries': 3, 'backoff': 0.01, 'timeout': 10.0}  # (a loaded machine must not time out)
@@ -24,10 +22,7 @@ FAST = {'retries': 3, 'backoff': 0.01, 'timeout': 10.0}  # (a loaded machine mus
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
     """(local path, proxy): 40 samples of 20-120 KB on 2 MiB pages served by nginx through a FaultProxy."""
-    rng = np.random.default_rng(5)
-    samples = [(rng.integers(0, 256, int(rng.integers(20_000, 120_000)), dtype=np.uint8), i) for i in range(40)]
-    path = os.fspath(tmp_path_factory.mktemp('faults') / 'data.beton')
-    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=1 << 21)
+    path = write_blob_file(tmp_path_factory.mktemp('faults') / 'data.beton', 40, (20_000, 120_000), 5)
     server = servers.nginx()
     shutil.copy(path, os.path.join(server.root, 'faults.beton'))
     proxy = servers.FaultProxy(server.port)

@@ -9,12 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from ffcv.fields import BytesField, IntField
 from ffcv.loader import Loader, OrderOption
 from ffcv.memory_managers.process_cache.schedule import page_data_ends
 
 import servers
-from helpers import collect, same_batches, write_and_read
+from helpers import collect, same_batches, write_blob_file
 
 pytest.importorskip('aiohttp', reason='the remote extra is not installed (pip install -e .[dev])')
 PAGE = 1 << 21
@@ -25,11 +24,7 @@ BATCH = 2
 @pytest.fixture(scope='module')
 def local_file(tmp_path_factory):
     """120 samples of 300-700 KB on 2 MiB pages: about 30 pages, 3-4 samples each."""
-    rng = np.random.default_rng(21)
-    samples = [(rng.integers(0, 256, int(rng.integers(300_000, 700_000)), dtype=np.uint8), i) for i in range(120)]
-    path = os.fspath(tmp_path_factory.mktemp('random') / 'random.beton')
-    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=PAGE)
-    return path
+    return write_blob_file(tmp_path_factory.mktemp('random') / 'random.beton', 120, (300_000, 700_000), 21, PAGE)
 
 
 @pytest.fixture(scope='module')

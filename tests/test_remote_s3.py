@@ -14,7 +14,7 @@ from ffcv.reader import Reader
 from ffcv.remote import RemoteFileChangedError, RemoteFileError
 
 import servers
-from helpers import collect, same_batches, write_and_read
+from helpers import collect, same_batches, write_blob_file
 
 pytest.importorskip('s3fs', reason='the remote extra is not installed (pip install -e .[dev])')
 BATCH = 8
@@ -24,10 +24,7 @@ BATCH = 8
 def s3(tmp_path_factory):
     """(local path, server): 60 samples of 50-200 KB on 2 MiB pages, uploaded as s3://ffcv-test/data.beton."""
     server = servers.seaweed()
-    rng = np.random.default_rng(11)
-    samples = [(rng.integers(0, 256, int(rng.integers(50_000, 200_000)), dtype=np.uint8), i) for i in range(60)]
-    path = os.fspath(tmp_path_factory.mktemp('s3') / 'data.beton')
-    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=1 << 21)
+    path = write_blob_file(tmp_path_factory.mktemp('s3') / 'data.beton', 60, (50_000, 200_000), 11)
     server.filesystem().put_file(path, 'ffcv-test/data.beton')
     return path, server
 

@@ -9,15 +9,13 @@ import shutil
 import time
 import warnings
 
-import numpy as np
 import pytest
 
-from ffcv.fields import BytesField, IntField
 from ffcv.loader import Loader, OrderOption
 from ffcv.remote import RemoteFile, RemoteFileChangedError
 
 import servers
-from helpers import collect, same_batches, write_and_read
+from helpers import collect, same_batches, write_blob_file
 
 pytest.importorskip('aiohttp', reason='the remote extra is not installed (pip install -e .[dev])')
 BATCH = 4
@@ -27,11 +25,7 @@ UNVERSIONED = 'ignore:.*neither an ETag nor a Last-Modified:RuntimeWarning'
 @pytest.fixture(scope='module')
 def local_file(tmp_path_factory):
     """40 samples of 20-120 KB on 2 MiB pages (2-3 pages), plus a label."""
-    rng = np.random.default_rng(17)
-    samples = [(rng.integers(0, 256, int(rng.integers(20_000, 120_000)), dtype=np.uint8), i) for i in range(40)]
-    path = os.fspath(tmp_path_factory.mktemp('versions') / 'data.beton')
-    write_and_read(path, {'blob': BytesField(), 'label': IntField()}, samples, page_size=1 << 21)
-    return path
+    return write_blob_file(tmp_path_factory.mktemp('versions') / 'data.beton', 40, (20_000, 120_000), 17)
 
 
 def serve(local_file, name, age_s=0):
