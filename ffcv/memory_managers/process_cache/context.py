@@ -79,6 +79,7 @@ class _PageCache:
         self.fd: Optional[int] = None
         self.closed = False
         self.fetch = fetch  # fetch(page, size, frame view): pages from elsewhere than a local file
+        self.recycle: Optional[Callable[[np.ndarray], None]] = None  # takes the frames back for a later epoch
         if schedule.load_page.size and fetch is None:
             self.fd = open_file() if open_file is not None else os.open(file_name, os.O_RDONLY)
 
@@ -210,10 +211,15 @@ class _PageCache:
         for thread in self.threads:
             if thread is not current:
                 thread.join(_JOIN_TIMEOUT_S)
-        if self.fd is not None and not any(thread.is_alive() for thread in self.threads):
+        readers_done = not any(thread.is_alive() for thread in self.threads)
+        if self.fd is not None and readers_done:
             os.close(self.fd)  # (a reader stuck in a system call keeps it: never close an fd in use)
             self.fd = None
-        self.memory = None
+        memory, self.memory = self.memory, None
+        # The frames go to a later epoch only when nothing can touch them any more: no reader is alive and
+        # no batch is between start_batch and end_batch (a worker stuck in one keeps them from reuse).
+        if self.recycle is not None and readers_done and self.active == 0:
+            self.recycle(memory)
 
 
 class ProcessCacheContext(MemoryContext):
