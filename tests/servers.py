@@ -217,7 +217,8 @@ class FaultProxy:
     cut_next : answers closed after `cut_after` bytes
     stall_next : answers never sent (the client must time out)
     Throughout: `latency` seconds before the first bytes of each answer, and `bandwidth` bytes/s for the
-    answers of all connections together (0: no cap). `requests` counts the requests seen.
+    answers of all connections together (0: no cap). `requests` counts the requests seen, `connections` the
+    client connections open now and `peak_connections` the most open at once.
     """
 
     def __init__(self, target_port: int):
@@ -226,7 +227,7 @@ class FaultProxy:
         self.bandwidth = 0.0
         self.reset_next = self.fail_next = self.cut_next = self.stall_next = 0
         self.cut_after = 1000
-        self.requests = 0
+        self.requests = self.connections = self.peak_connections = 0
         self._next_free = 0.0  # bandwidth: when the shared link is free again
         self._lock = threading.Lock()
         self._server = socket.socket()
@@ -253,6 +254,16 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+            self.peak_connections = max(self.peak_connections, self.connections)
+        try:
+            self._answer(client)
+        finally:
+            with self._lock:
+                self.connections -= 1
+
+    def _answer(self, client: socket.socket) -> None:
         try:
             upstream = socket.create_connection(('127.0.0.1', self.target_port))
         except OSError:

@@ -58,13 +58,16 @@ def test_transient_faults_are_retried_and_counted(served, proxy, fault, kinds):
 
 
 def test_a_large_range_is_fetched_as_concurrent_parts(served, proxy):
+    """Ten parts, at most `connections` (5) in flight at once: two rounds of 0.2 s, not ten."""
     path, _ = served
-    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'part_size': 100_000})
+    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'part_size': 100_000, 'connections': 5})
     proxy.latency, before = 0.2, proxy.requests
+    proxy.peak_connections = proxy.connections
     start = time.monotonic()
     data = remote.read(5, 1_000_000)
     assert proxy.requests - before == 10
-    assert time.monotonic() - start < 1.8  # ten requests of 0.2 s latency each: at once, not one by one
+    assert time.monotonic() - start < 1.8  # ten requests of 0.2 s latency each: five at once, not one by one
+    assert proxy.peak_connections <= 5
     with open(path, 'rb') as handle:
         handle.seek(5)
         assert data == handle.read(1_000_000)

@@ -26,7 +26,7 @@ class RemoteOptions:
     cache_size : int
         Bytes the cache folder may hold; least recently used pages are removed beyond it.
     connections : int
-        Concurrent range requests (page fetches) per loader.
+        Range requests in flight at once per loader (parts of pages included), first come first served.
     part_size : int
         A page larger than this is fetched as concurrent range requests of this size (per-connection
         throughput and latency limit one request; several hide it).

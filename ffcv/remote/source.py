@@ -152,6 +152,7 @@ class RemoteFile:
         self.options = RemoteOptions.coerce(options)
         self.stats: Counter = Counter()
         self._lock = threading.Lock()
+        self._slots: Optional[asyncio.Semaphore] = None  # requests in flight (see `_in_parts`)
         try:
             import fsspec
             self.fs, self.path = fsspec.core.url_to_fs(url, **storage_options(url, self.options))
@@ -266,12 +267,19 @@ class RemoteFile:
         return data
 
     async def _in_parts(self, fetch, offset: int, size: int) -> bytes:
-        """`fetch` of [offset, offset + size) as concurrent requests of at most `part_size` bytes each."""
+        """`fetch` of [offset, offset + size) as concurrent requests of at most `part_size` bytes each, at
+        most `connections` of them in flight for the whole file, first come first served: pages asked for
+        first (needed first) are not slowed down by the parts of later pages sharing the bandwidth."""
+        if self._slots is None:  # (created on fsspec's event loop, where every request runs)
+            self._slots = asyncio.Semaphore(self.options.connections)
+
+        async def one(start: int, count: int) -> bytes:
+            async with self._slots:
+                return await fetch(start, count)
+
         part = self.options.part_size
-        if size <= part:
-            return await fetch(offset, size)
         starts = range(offset, offset + size, part)
-        parts = await asyncio.gather(*(fetch(start, min(part, offset + size - start)) for start in starts))
+        parts = await asyncio.gather(*(one(start, min(part, offset + size - start)) for start in starts))
         return b''.join(parts)
 
     async def _http_info(self) -> dict:
