@@ -1,0 +1,106 @@
+"""The OS-cache manager unmaps the file after batches whose samples are slow to build (JPEG decoding), so a
+process maps only what its batches in flight touch instead of every page of the file it has read; the
+data stays in the OS page cache and reads the same."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
+from ffcv.loader import Loader, OrderOption
+from ffcv.memory_managers import OSCacheManager
+from ffcv.memory_managers import os_cache
+from ffcv.pipeline.storage import read_blob
+from ffcv.reader import Reader
+from ffcv.transforms import ToTensor
+
+from helpers import collect, same_batches, write_blob_file
+
+pytestmark = pytest.mark.skipif(not os.path.exists('/proc/self/smaps'), reason='reads /proc/self/smaps (Linux)')
+
+
+def mapped_kb(path) -> int:
+    """KiB of `path` mapped into this process (sum of Rss over its mappings in /proc/self/smaps)."""
+    path, total, current = os.path.realpath(path), 0, None
+    with open('/proc/self/smaps') as handle:
+        for line in handle:
+            parts = line.split()
+            if '-' in parts[0] and not parts[0].endswith(':'):
+                current = parts[-1] if len(parts) >= 6 else None
+            elif parts[0] == 'Rss:' and current == path:
+                total += int(parts[1])
+    return total
+
+
+def data_kb(reader) -> int:
+    return int(reader.alloc_table['size'].sum()) // 1024
+
+
+@pytest.fixture(scope='module')
+def blobs(tmp_path_factory):
+    """300 samples of 20-60 KB (about 12 MB)."""
+    return write_blob_file(tmp_path_factory.mktemp('unmap') / 'blobs.beton', 300, (20_000, 60_000), 4)
+
+
+def test_unmap_drops_the_mapping_and_the_data_reads_the_same(blobs):
+    reader = Reader(blobs)
+    manager = OSCacheManager(reader)
+    state = manager.state
+    ptrs = reader.metadata['f0']['ptr']
+    before = [read_blob(ptrs[i], state).copy() for i in range(reader.num_samples)]
+    assert mapped_kb(blobs) > data_kb(reader) * 0.9  # every page read is mapped
+    manager.unmap()
+    assert mapped_kb(blobs) < 64
+    after = [read_blob(ptrs[i], state) for i in range(reader.num_samples)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize('seconds_per_sample, unmapped', [(0.0, True), (float('inf'), False)])
+def test_a_batch_is_followed_by_unmap_only_when_slow_enough(blobs, monkeypatch, seconds_per_sample, unmapped):
+    monkeypatch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', seconds_per_sample)
+    reader = Reader(blobs)
+    manager = OSCacheManager(reader)
+    batches = [np.arange(i, min(i + 50, reader.num_samples)) for i in range(0, reader.num_samples, 50)]
+    context = manager.schedule_epoch(batches)
+    ptrs = reader.metadata['f0']['ptr']
+    for b, batch in enumerate(batches):
+        context.start_batch(b)
+        for i in batch:
+            read_blob(ptrs[i], context.state).sum()
+        context.end_batch(b)
+    assert (mapped_kb(blobs) < 64) if unmapped else (mapped_kb(blobs) > data_kb(reader) * 0.9), mapped_kb(blobs)
+
+
+def test_a_jpeg_epoch_leaves_little_of_the_file_mapped(tmp_path):
+    """RANDOM order over 400 photo-like JPEGs: after the epoch (JPEG decoding is slow enough to unmap after
+    every batch) little of the file is mapped, and the batches are those of a run that never unmaps."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:300, 0:400]
+    base = np.stack([(xs * 255 // 400), (ys * 255 // 300), ((xs + ys) % 256)], -1).astype(np.uint8)
+
+    class Photos:
+        def __len__(self):
+            return 400
+
+        def __getitem__(self, i):
+            noise = rng.integers(0, 40, base.shape, dtype=np.uint8)
+            return np.roll(base, i * 7, axis=1) // 2 + noise, i % 10
+
+    path = str(tmp_path / 'photos.beton')
+    DatasetWriter(path, {'image': RGBImageField(write_mode='jpg', jpeg_quality=90), 'label': IntField()},
+                  num_workers=1).from_indexed_dataset(Photos())
+    kwargs = dict(batch_size=32, num_workers=2, order=OrderOption.RANDOM, seed=3, os_cache=True,
+                  pipelines={'image': [RandomResizedCropRGBImageDecoder((64, 64)), ToTensor()],
+                             'label': [IntDecoder(), ToTensor()]})
+    loader = Loader(path, **kwargs)
+    batches = collect(loader)
+    assert mapped_kb(path) < os.path.getsize(path) // 1024 // 4
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', float('inf'))
+        never = Loader(path, **kwargs)
+        assert same_batches(batches, collect(never))
+        assert mapped_kb(path) > os.path.getsize(path) // 1024 // 2
