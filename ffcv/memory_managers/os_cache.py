@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -22,9 +22,9 @@ UNMAP_MIN_SECONDS_PER_SAMPLE = 40e-6
 
 
 class OSCacheContext(MemoryContext):
-    def __init__(self, manager: 'OSCacheManager', batches: Sequence[np.ndarray]):
+    def __init__(self, manager: 'OSCacheManager'):  # (FFCV's signature)
         self.manager = manager
-        self.batches = batches
+        self.batches: Optional[Sequence[np.ndarray]] = None  # the epoch's batches (set by schedule_epoch)
         self._started = {}  # batch -> time.perf_counter() at start_batch
 
     @property
@@ -36,7 +36,7 @@ class OSCacheContext(MemoryContext):
 
     def end_batch(self, batch: int) -> None:
         started = self._started.pop(batch, None)
-        if started is not None and (time.perf_counter() - started >=
+        if started is not None and self.batches is not None and (time.perf_counter() - started >=
                                     UNMAP_MIN_SECONDS_PER_SAMPLE * len(self.batches[batch])):
             self.manager.unmap()
 
@@ -91,4 +91,6 @@ class OSCacheManager(MemoryManager):
     def schedule_epoch(self, batches: Sequence[np.ndarray], first_batch: int = 0) -> MemoryContext:
         if self._fd is not None:
             check_unchanged(self.reader, os.fstat(self._fd))
-        return OSCacheContext(self, batches)
+        context = OSCacheContext(self)
+        context.batches = batches
+        return context
