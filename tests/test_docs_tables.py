@@ -18,8 +18,8 @@ NUMBER = re.compile(r'-?\d[\d,]*(?:\.\d+)?')
 
 
 def table_rows(page: str, name: str) -> list:
-    """The body rows of the marked table: a list of cell lists."""
-    text = (ROOT / 'docs' / page).read_text()
+    """The body rows of the marked table: a list of cell lists (`page` under docs/, or README.md)."""
+    text = (ROOT / (page if page == 'README.md' else Path('docs') / page)).read_text()
     start, end = f'<!-- bench-docs-{name}: start -->', f'<!-- bench-docs-{name}: end -->'
     assert start in text and end in text, f'{page}: the markers of table {name!r} are missing'
     lines = [line for line in text[text.index(start):text.index(end)].splitlines() if line.startswith('|')]
@@ -116,3 +116,21 @@ def test_multi_model_table_matches_its_json():
     assert numbers(shared[2]) == [printed(images / report['shared_loader_s'])]
     assert numbers(speedup[1]) == [printed(report['speedup'], 2)]
     assert report['test_accuracy_shared'] == report['test_accuracy_one_after_another']
+
+
+def test_readme_peers_table_matches_its_json():
+    """README's loader table against FFCV, torch, DALI and SPDL: every number is the run's median."""
+    data = results('loader_peers.json')['cases']
+    systems = ('ours', 'ffcv', 'torch', 'dali', 'spdl')
+    metrics = {'steady': 'steady_images_per_s', 'first epoch': 'first_images_per_s', 'peak RSS, MiB': 'peak_rss_mb'}
+    rows = table_rows('README.md', 'loader-peers')
+    assert len(rows) == 6
+    for row in rows:
+        case, metric = row[0].split(' ', 1)
+        key = metrics[metric]
+        assert [numbers(cell)[0] for cell in row[1:6]] == [printed(data[case][system][key]) for system in systems], row
+        for cell, other in zip(row[6:], ('ffcv', 'dali', 'spdl')):
+            if cell:
+                digits = len(cell.rstrip('x').split('.')[1])
+                ratio = data[case]['ours'][key] / data[case][other][key]
+                assert numbers(cell)[0] == printed(ratio, digits), (row, other)
