@@ -268,8 +268,8 @@ class RemoteFile:
 
     async def _in_parts(self, fetch, offset: int, size: int) -> bytes:
         """`fetch` of [offset, offset + size) as concurrent requests of at most `part_size` bytes each, at
-        most `connections` of them in flight for the whole file, first come first served: pages asked for
-        first (needed first) are not slowed down by the parts of later pages sharing the bandwidth."""
+        most `connections` of them in flight for the whole file, first come first served (the parts of the
+        pages asked for first go first instead of sharing the bandwidth with those of every later page)."""
         if self._slots is None:  # (created on fsspec's event loop, where every request runs)
             self._slots = asyncio.Semaphore(self.options.connections)
 
