@@ -11,6 +11,7 @@ import pytest
 from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.memory_managers import OSCacheManager
+from ffcv.fields import _decoding, image_decoders
 from ffcv.memory_managers import os_cache
 from ffcv.pipeline.storage import read_blob
 from ffcv.reader import Reader
@@ -77,9 +78,9 @@ def test_a_batch_is_followed_by_unmap_only_when_slow_enough(blobs, monkeypatch, 
     assert (mapped < 64) if unmapped else (mapped > data_kb(reader) * 0.9), mapped
 
 
-def test_a_jpeg_epoch_leaves_little_of_the_file_mapped(tmp_path):
-    """RANDOM order over 400 photo-like JPEGs: after the epoch (JPEG decoding is slow enough to unmap after
-    every batch) little of the file is mapped, and the batches are those of a run that never unmaps."""
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory) -> str:
+    """400 photo-like JPEGs (300x400, noisy: ~40 KB each), labels i % 10."""
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
     rng = np.random.default_rng(0)
@@ -94,17 +95,74 @@ def test_a_jpeg_epoch_leaves_little_of_the_file_mapped(tmp_path):
             noise = rng.integers(0, 40, base.shape, dtype=np.uint8)
             return np.roll(base, i * 7, axis=1) // 2 + noise, i % 10
 
-    path = str(tmp_path / 'photos.beton')
+    path = str(tmp_path_factory.mktemp('unmap_photos') / 'photos.beton')
     DatasetWriter(path, {'image': RGBImageField(write_mode='jpg', jpeg_quality=90), 'label': IntField()},
                   num_workers=1).from_indexed_dataset(Photos())
-    kwargs = dict(batch_size=32, num_workers=2, order=OrderOption.RANDOM, seed=3, os_cache=True,
-                  pipelines={'image': [RandomResizedCropRGBImageDecoder((64, 64)), ToTensor()],
-                             'label': [IntDecoder(), ToTensor()]})
-    loader = Loader(path, **kwargs)
-    batches = collect(loader)
-    assert mapped_kb(path) < os.path.getsize(path) // 1024 // 4
+    return path
+
+
+def photo_loader(path, **kwargs):
+    kwargs = {'batch_size': 32, 'num_workers': 2, 'order': OrderOption.RANDOM, 'seed': 3, **kwargs}
+    return Loader(path, os_cache=True, pipelines={'image': [RandomResizedCropRGBImageDecoder((64, 64)), ToTensor()],
+                                                  'label': [IntDecoder(), ToTensor()]}, **kwargs)
+
+
+def test_a_jpeg_epoch_leaves_little_of_the_file_mapped(photos):
+    """RANDOM order over 400 photo-like JPEGs: after the epoch (JPEG decoding is slow enough to unmap after
+    every batch) little of the file is mapped, and the batches are those of a run that never unmaps."""
+    batches = collect(photo_loader(photos))
+    assert mapped_kb(photos) < os.path.getsize(photos) // 1024 // 4
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', float('inf'))
-        never = Loader(path, **kwargs)
-        assert same_batches(batches, collect(never))
-        assert mapped_kb(path) > os.path.getsize(path) // 1024 // 2
+        patch.setattr(_decoding, 'UNMAP_EVERY_SAMPLES', 10**9)
+        assert same_batches(batches, collect(photo_loader(photos)))
+        assert mapped_kb(photos) > os.path.getsize(photos) // 1024 // 2
+
+
+@pytest.mark.parametrize('every', [16, 10**9])
+def test_the_decoder_unmaps_within_a_batch(photos, monkeypatch, every):
+    """One batch of the whole file: the decoder unmaps every UNMAP_EVERY_SAMPLES images, so the file is
+    never mostly mapped while the batch is built (without it, all of it is by the batch's end)."""
+    monkeypatch.setattr(_decoding, 'UNMAP_EVERY_SAMPLES', every)
+    monkeypatch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', float('inf'))  # no unmap after the batch
+    seen, calls = [], []
+    crop = image_decoders.jpeg_crop
+
+    def watched_crop(blob, *args, **kwargs):
+        calls.append(1)
+        if len(calls) % 10 == 0:  # reading smaps takes tens of ms
+            seen.append(mapped_kb(photos, blob))  # of this loader's map (an earlier test's may still be open)
+        return crop(blob, *args, **kwargs)
+
+    monkeypatch.setattr(image_decoders, 'jpeg_crop', watched_crop)
+    loader = photo_loader(photos, batch_size=400, num_workers=1, order=OrderOption.SEQUENTIAL)
+    (images, labels), = collect(loader)
+    assert len(calls) == 400 and images.shape == (400, 64, 64, 3)
+    file_kb = os.path.getsize(photos) // 1024
+    if every == 16:
+        assert max(seen) < file_kb // 4, (max(seen), file_kb)
+    else:
+        assert seen[-1] > file_kb // 3, (seen[-1], file_kb)  # (window decoding skips the rows below a crop)
+
+
+def test_mapped_pages_unmaps_a_file_map_only(blobs):
+    """`MappedPages` unmaps a file map every UNMAP_EVERY_SAMPLES calls of `done`; the data reads the same.
+    Memory that is not a file map (the process cache's frames) is left alone."""
+    reader = Reader(blobs)
+    state = OSCacheManager(reader).state
+    ptrs = reader.metadata['f0']['ptr']
+    before = [read_blob(ptrs[i], state).copy() for i in range(reader.num_samples)]
+    pages = _decoding.MappedPages(state[0])
+    for _ in range(_decoding.UNMAP_EVERY_SAMPLES - 1):
+        pages.done()
+    assert mapped_kb(blobs, state[0]) > data_kb(reader) * 0.9
+    pages.done()
+    assert mapped_kb(blobs, state[0]) < 64
+    assert all(np.array_equal(read_blob(ptrs[i], state), b) for i, b in enumerate(before))
+
+    frames = np.frombuffer(bytearray(b'\x07' * 2**20), np.uint8)
+    pages = _decoding.MappedPages(frames)
+    assert pages.map is None
+    for _ in range(2 * _decoding.UNMAP_EVERY_SAMPLES):
+        pages.done()
+    assert (frames == 7).all()

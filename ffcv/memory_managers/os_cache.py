@@ -82,7 +82,8 @@ class OSCacheManager(MemoryManager):
         A page of the file stays mapped, and counted in the process's RSS, from its first read until the
         map is closed: after an epoch, the whole file (for the benchmark photo set, 67 of the 82 MB). Called
         after each batch whose samples are slow enough to build that mapping them again costs little (JPEG
-        decoding, not raw images copied as they are), it bounds that by what the batches in flight touch.
+        decoding, not raw images copied as they are), it bounds that by what the batches in flight touch;
+        the image decoders unmap every few samples as well (`ffcv.fields._decoding.MappedPages`).
         """
         memory = self._mmap
         if memory is not None and hasattr(mmap, 'MADV_DONTNEED'):
