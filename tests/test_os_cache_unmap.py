@@ -1,6 +1,6 @@
-"""The OS-cache manager unmaps the file after batches whose samples are slow to build (JPEG decoding), so a
-process maps only what its batches in flight touch instead of every page of the file it has read; the
-data stays in the OS page cache and reads the same."""
+"""The OS-cache manager unmaps the file after batches whose samples are slow to build (JPEG decoding), and the
+image decoders every few images, so a process maps only what its batches in flight touch instead of every
+page of the file it has read; the data stays in the OS page cache and reads the same."""
 from __future__ import annotations
 
 import os
@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
+from ffcv.fields import _decoding, image_decoders
 from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.memory_managers import OSCacheManager
-from ffcv.fields import _decoding, image_decoders
 from ffcv.memory_managers import os_cache
 from ffcv.pipeline.storage import read_blob
 from ffcv.reader import Reader
@@ -80,7 +80,7 @@ def test_a_batch_is_followed_by_unmap_only_when_slow_enough(blobs, monkeypatch, 
 
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory) -> str:
-    """400 photo-like JPEGs (300x400, noisy: ~40 KB each), labels i % 10."""
+    """400 photo-like JPEGs (300x400, noisy: ~80 KB each), labels i % 10."""
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
     rng = np.random.default_rng(0)

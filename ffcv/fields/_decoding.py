@@ -51,11 +51,11 @@ class MappedPages:
 
     When `memory` (from `batch_blobs`) is the file's own map (``os_cache=True``), each page read stays
     mapped, counted in the process's RSS, until it is unmapped, and a fault maps more than the bytes read
-    (the kernel's fault-around): on the photo set ~77 KB per 14 KB JPEG. The manager unmaps
-    after each batch (`OSCacheManager.unmap`); a decoder that spends tens of microseconds per sample calls
-    `done` after each one, which unmaps every UNMAP_EVERY_SAMPLES of them, so a batch in flight holds little
-    mapped (on the benchmark photo set, 28 MiB less peak RSS for the train pipeline, no measurable speed
-    cost). The data stays in the OS page cache; reading it again maps it again. Other memory: does nothing.
+    (the kernel's fault-around): on the photo set ~77 KB per 14 KB JPEG. The manager unmaps after each
+    batch (`OSCacheManager.unmap`); a decoder that spends tens of microseconds per sample calls `done` after
+    each one, which unmaps every UNMAP_EVERY_SAMPLES of them, so a batch in flight holds little mapped (on
+    the benchmark photo set, 28 MiB less peak RSS for the train pipeline, no measurable speed cost). The data
+    stays in the OS page cache; reading it again maps it again. Other memory: does nothing.
     """
 
     __slots__ = ('map', 'left')
