@@ -10,7 +10,7 @@ JSON object; the result is one JSON line on stdout:
     {"first_epoch_s": ..., "epoch_s": [...], "images": n, "peak_rss_mb": ..., ...}
 
 The first epoch is timed from the loader's construction (compilation and worker start-up included) to
-its last batch; the following `epochs - 1` epochs are the steady ones. Memory: the process's peak RSS
+its last batch, and so is the wait for its first batch (`first_batch_s`); the following `epochs - 1` epochs are the steady ones. Memory: the process's peak RSS
 (VmHWM) and, for torch, DALI and SPDL, sampled every 0.5 s, the RSS and PSS summed over it and its child
 processes (the torch DataLoader's workers). The first batch of every system is checked (shape, dtype,
 plausible pixels: `check_first_batch`) before the measurement goes on.
@@ -382,8 +382,14 @@ def measure(spec: dict) -> dict:
         imported = time.perf_counter()
         make = ffcv_loader
     busy, mine = busy_cpu_seconds(), tree_cpu_seconds()
+    first_batch = []
+
+    def check(batch) -> None:
+        first_batch.append(time.perf_counter() - imported)
+        check_first_batch(spec, batch)
+
     loader = make(spec)
-    images = run_epoch(loader, check=lambda batch: check_first_batch(spec, batch))
+    images = run_epoch(loader, check=check)
     first = time.perf_counter() - imported
     epoch_seconds = []
     for _ in range(spec['epochs'] - 1):
@@ -396,7 +402,7 @@ def measure(spec: dict) -> dict:
     other_load = ((busy_cpu_seconds() - busy) - (tree_cpu_seconds() - mine)) / wall
     memory = sampler.stop() if sampler is not None else {}
     result = {'other_load_cores': other_load, 'images': images, 'import_s': imported - started,
-              'first_epoch_s': first, 'epoch_s': epoch_seconds,
+              'first_batch_s': first_batch[0], 'first_epoch_s': first, 'epoch_s': epoch_seconds,
               'peak_rss_mb': vm_hwm_mb(), **memory}
     if system not in ('torch', *PEERS):
         result['ffcv_file'] = ffcv.__file__

@@ -181,22 +181,27 @@ def test_check_first_batch_rejects_bad_batches(damage, message):
 
 
 def test_ratios_goals_and_table_cover_the_peers(capsys):
-    def system(first, steady, rss):
+    def system(first, steady, rss, wait):
         return {'first_images_per_s': first, 'steady_images_per_s': steady, 'peak_rss_mb': rss, 'runs_quiet': 1,
-                'peak_tree_pss_mb': rss}
-    summary = {'ours': system(2000, 6000, 500), 'torch': system(500, 1800, 600),
-               'dali': system(2500, 3000, 640), 'spdl': system(1000, 1500, 400)}
+                'peak_tree_pss_mb': rss, 'first_batch_s': wait}
+    summary = {'ours': system(2000, 6000, 500, 0.5), 'torch': system(500, 1800, 600, 2.0),
+               'dali': system(2500, 3000, 640, 0.75), 'spdl': system(1000, 1500, 400, 0.25)}
     summary['ratios'] = bench.ratios(summary)
     assert summary['ratios']['steady_ours_over_dali'] == pytest.approx(2.0)
     assert summary['ratios']['first_ours_over_spdl'] == pytest.approx(2.0)
     assert summary['ratios']['rss_spdl_over_ours'] == pytest.approx(0.8)
+    assert summary['ratios']['first_batch_dali_over_ours'] == pytest.approx(1.5)  # a wait: other / ours
     summary['goals'] = bench.check_goals('train', summary)
     met = {(g['metric'], g['versus']): g['met'] for g in summary['goals']}
     assert met[('first', 'dali')] is False and met[('rss', 'dali')] is True and met[('rss', 'spdl')] is False
+    assert met[('first_batch', 'dali')] is True
     bench.print_table({'train': summary}, 2)
     table = capsys.readouterr().out
     assert 'ours/DALI' in table and 'ours/SPDL' in table and '2.00x' in table
     assert '<= SPDL MISSED' in table and '1.0x dali MISSED' in table
+    assert '1st b.' in table and '0.75' in table and '1.50x' in table and '<= DALI ok' in table
+    del summary['spdl']['first_batch_s']  # a result without the wait (an older JSON): no ratio, no row
+    assert 'first_batch_spdl_over_ours' not in bench.ratios(summary)
 
 
 def test_spdl_random_resized_crop_matches_torchvision_statistics():
