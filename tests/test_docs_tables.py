@@ -122,13 +122,15 @@ def test_readme_peers_table_matches_its_json():
     """README's loader table against FFCV, torch, DALI and SPDL: every number is the run's median."""
     data = results('loader_peers.json')['cases']
     systems = ('ours', 'ffcv', 'torch', 'dali', 'spdl')
-    metrics = {'steady': 'steady_images_per_s', 'first epoch': 'first_images_per_s', 'peak RSS, MiB': 'peak_rss_mb'}
+    metrics = {'steady': 'steady_images_per_s', 'first epoch': 'first_images_per_s', 'peak RSS, MiB': 'peak_rss_mb',
+               'first batch, s': 'first_batch_s'}
     rows = table_rows('README.md', 'loader-peers')
-    assert len(rows) == 6
+    assert len(rows) == 8
     for row in rows:
         case, metric = row[0].split(' ', 1)
-        key = metrics[metric]
-        assert [numbers(cell)[0] for cell in row[1:6]] == [printed(data[case][system][key]) for system in systems], row
+        key, digits = metrics[metric], 2 if metric == 'first batch, s' else 0
+        assert [numbers(cell)[0] for cell in row[1:6]] == [printed(data[case][system][key], digits)
+                                                            for system in systems], row
         for cell, other in zip(row[6:], ('ffcv', 'dali', 'spdl')):
             if cell:
                 digits = len(cell.rstrip('x').split('.')[1])
