@@ -324,7 +324,8 @@ def bench_case(name: str, args, prepared: Dict[str, dict], systems: List[str], a
             result = measure_quietly(system, spec, anchor_python, args)
             runs[system].append(result)
             print(f"  repeat {repeat + 1} {system:>5}: first batch {result['first_batch_s']:.2f} s, first epoch "
-                  f"{result['first_images_per_s']:8,.0f} img/s ({result['first_epoch_s']:.2f} s), steady {result['steady_images_per_s']:8,.0f} img/s, "
+                  f"{result['first_images_per_s']:8,.0f} img/s ({result['first_epoch_s']:.2f} s), "
+                  f"steady {result['steady_images_per_s']:8,.0f} img/s, "
                   f"peak RSS {result['peak_rss_mb']:6.0f} MiB, other load {result['other_load_cores']:.1f} cores"
                   + (f" (+ workers: tree PSS {result['peak_tree_pss_mb']:.0f} MiB)" if system == 'torch' else '')
                   + (f" (tree PSS {result['peak_tree_pss_mb']:.0f} MiB)" if system in PEERS else ''),

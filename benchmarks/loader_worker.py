@@ -10,10 +10,11 @@ JSON object; the result is one JSON line on stdout:
     {"first_epoch_s": ..., "epoch_s": [...], "images": n, "peak_rss_mb": ..., ...}
 
 The first epoch is timed from the loader's construction (compilation and worker start-up included) to
-its last batch, and so is the wait for its first batch (`first_batch_s`); the following `epochs - 1` epochs are the steady ones. Memory: the process's peak RSS
-(VmHWM) and, for torch, DALI and SPDL, sampled every 0.5 s, the RSS and PSS summed over it and its child
-processes (the torch DataLoader's workers). The first batch of every system is checked (shape, dtype,
-plausible pixels: `check_first_batch`) before the measurement goes on.
+its last batch, and so is the wait for its first batch (`first_batch_s`); the following `epochs - 1` epochs
+are the steady ones. Memory: the process's peak RSS (VmHWM) and, for torch, DALI and SPDL, sampled every
+0.5 s, the RSS and PSS summed over it and its child processes (the torch DataLoader's workers). The first
+batch of every system is checked (shape, dtype, plausible pixels: `check_first_batch`) before the
+measurement goes on.
 """
 import importlib.util
 import io
