@@ -1,5 +1,5 @@
 """numba's on-disk cache of this package's kernels, keyed on the whole package's source (`install`), and a
-faster start for numba's CPU target (`defer_scipy`).
+faster start for numba's CPU target (`defer_scipy`, `fast_package_loads`).
 
 numba stamps a cached function with a hash of its own source file only. Most kernels here call kernels of
 other files (inlined: `seeding.uniform`, the crop arithmetic, the colour helpers), so after one of those
@@ -88,6 +88,47 @@ def install() -> bool:
     if not any(getattr(cls, 'ffcv_package_locator', False) for cls in classes):
         classes[:0] = [_package_locator(base) for base in bases]  # NUMBA_CACHE_DIR, __pycache__, user-wide
     defer_scipy()
+    fast_package_loads()
+    return True
+
+
+def fast_package_loads() -> bool:
+    """Load this package's cached kernels without first setting up numba's whole CPU target (idempotent;
+    False where this numba lacks what it relies on, or with ``FFCV_NUMBA_FAST_LOAD=0``).
+
+    Before loading any cached function, numba "refreshes" its CPU target: it imports and registers every
+    implementation it has (sets, dicts, unicode, linalg, random, datetime...), 0.2-0.4 s of each process's
+    first batch here, and needed only to *compile*. Loading machine code needs two things of it: the NRT
+    (the runtime that allocates arrays: its symbols and helper functions) and the symbols that
+    ``numba.cpython.hashing`` registers. For kernels of this package (served by its locators, see
+    `install`), this sets up those two and loads; any other function, and any compilation (which refreshes
+    the target itself), goes through numba's usual path.
+    """
+    if os.environ.get('FFCV_NUMBA_FAST_LOAD', '1').strip().lower() in ('0', 'false', 'no'):
+        return False
+    try:
+        from numba.core import caching
+        from numba.core.runtime import nrt
+        original = caching.Cache.load_overload
+        needed = (caching.Cache._load_overload, caching.Cache._guard_against_spurious_io_errors,
+                  nrt.rtsys.initialize)
+    except (ImportError, AttributeError):
+        return False
+    if getattr(original, 'ffcv_fast_load', False) or not all(callable(f) for f in needed):
+        return bool(getattr(original, 'ffcv_fast_load', False))
+
+    def load_overload(self, sig, target_context):
+        locator = getattr(getattr(self, '_impl', None), 'locator', None)
+        if not getattr(locator, 'ffcv_package_locator', False):
+            return original(self, sig, target_context)
+        nrt.rtsys.initialize(target_context)
+        import numba.cpython.hashing  # noqa: F401  (registers the hash secret symbols with LLVM)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.ffcv_fast_load = True
+    load_overload.__wrapped__ = original
+    caching.Cache.load_overload = load_overload
     return True
 
 
@@ -128,7 +169,8 @@ class _ArraymathWithoutScipy(importlib.abc.MetaPathFinder, importlib.abc.Loader)
 def defer_scipy() -> None:
     """Let numba's CPU target start without importing scipy.linalg (idempotent).
 
-    When numba sets up its CPU target (at the first compilation or cache load of a process), its
+    When numba sets up its CPU target (at the first compilation of a process, or the first cache load of a
+    function outside this package: see `fast_package_loads`), its
     ``numba.np.arraymath`` imports ``scipy.linalg.cython_blas`` only to record whether BLAS exists: 0.3-0.6 s
     of every process's first batch here, for kernels that never call BLAS. This imports that module with
     the check failing fast, then sets its flag to what the check would have found (scipy installed or

@@ -1,4 +1,5 @@
-"""The epoch's tail: once no batch is left to take, idle workers decode parts of the batches still being built.
+"""The epoch's head and tail: every worker decodes parts of the epoch's first batch (the wait for the first
+batch), and once no batch is left to take, idle workers decode parts of the batches still being built.
 
 Every per-sample decoder may be split (``per_sample = True`` on its code), so each test compares the batches
 of 2 and 4 threads with those of 1 thread (which never splits) byte for byte, and checks that parts really
@@ -164,6 +165,20 @@ def test_parts_cover_the_last_batch_once_and_others_stay_whole(dataset, threads)
     assert sorted(s for samples in calls for s in samples) == list(range(COUNT))  # every sample decoded once
     assert all(len(samples) in (16, 4) for samples in calls)  # whole batches, or 4-row parts in the tail
     assert sum(len(samples) < 16 for samples in calls) >= 2  # the last batch (8 samples) at least was split
+
+
+@pytest.mark.parametrize('threads', [2, 3])
+def test_the_first_batch_is_built_by_every_worker_before_any_other(dataset, threads):
+    delay, pipelines = every_decoder()
+    delay.delay = 0.002
+    _, reference = epoch(dataset, every_decoder()[1], 1, 16, order=OrderOption.SEQUENTIAL)
+    loader, batches = epoch(dataset, pipelines, threads, 16, order=OrderOption.SEQUENTIAL)
+    assert_same(reference, batches)
+    calls = delay.calls
+    head = [k for k, (_, samples) in enumerate(calls) if max(samples) < 16]
+    assert len(helpers_of(delay.calls, range(16))) == threads  # the first batch: parts on every worker
+    assert all(len(calls[k][1]) == 4 for k in head)
+    assert max(head) < min(k for k in range(len(calls)) if k not in head)  # no other batch started meanwhile
 
 
 def test_whole_batch_decoders_are_never_split(dataset):

@@ -67,7 +67,7 @@ def test_package_locators_serve_only_the_package(tmp_path):
 START = ('import json, sys, numpy as np, numba\n'
          'import ffcv\n'
          'from ffcv.imaging.area_resize import area_resize\n'
-         'area_resize(np.zeros((30, 50, 3), np.uint8), 20, 20)\n'  # numba's CPU target is set up by now
+         'area_resize(np.zeros((30, 50, 3), np.uint8), 20, 20)\n'  # compiled or loaded (then without the refresh)
          'import numba.np.arraymath as arraymath\n'
          'started = {"scipy_linalg": "scipy.linalg" in sys.modules, "have_blas": arraymath._HAVE_BLAS}\n'
          '@numba.njit\n'
@@ -94,3 +94,108 @@ def test_defer_scipy_is_idempotent_and_steps_aside_once_numba_is_set_up():
     _numba_cache.defer_scipy()
     _numba_cache.defer_scipy()
     assert sys.meta_path == before
+
+
+LOAD_ALL = '''
+import importlib, json, pkgutil, sys
+import numba
+import ffcv
+from ffcv.imaging import jpeg_window
+jpeg_window.available()  # registers libjpeg's symbols before its kernels' module is imported
+modules = []
+for info in pkgutil.walk_packages(ffcv.__path__, 'ffcv.'):
+    try:
+        modules.append(importlib.import_module(info.name))
+    except ImportError:  # a module of an optional extra that is not installed
+        pass
+codegen = numba.core.registry.cpu_target.target_context.codegen()
+loaded, compiled = [], []
+for module in modules:
+    for name, value in sorted(vars(module).items()):
+        cache = getattr(value, '_cache', None)
+        if not isinstance(value, numba.core.registry.CPUDispatcher) or value.__module__ != module.__name__ \\
+                or not hasattr(cache, '_cache_file'):
+            continue
+        for key in cache._cache_file._load_index():
+            if key == cache._index_key(key[0], codegen) and tuple(key[0]) not in value.overloads:
+                value.compile(key[0])
+                hits = sum(value.stats.cache_hits.values())
+                (loaded if hits else compiled).append(f'{module.__name__}.{name}{key[0]}')
+print(json.dumps({'loaded': loaded, 'compiled': compiled, 'refreshed': 'numba.cpython.setobj' in sys.modules}))
+'''
+
+PIPELINE = '''
+import json, sys, numpy as np, numba
+from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
+from ffcv.loader import Loader, OrderOption
+from ffcv.transforms import RandomHorizontalFlip, ToTensor
+loader = Loader(sys.argv[1], batch_size=8, num_workers=2, order=OrderOption.RANDOM, seed=1,
+                pipelines={'image': [RandomResizedCropRGBImageDecoder((24, 24)), RandomHorizontalFlip(), ToTensor()],
+                           'label': [IntDecoder(), ToTensor()]})
+images = [batch[0].numpy().tobytes().hex() for batch in loader]
+refreshed = 'numba.cpython.setobj' in sys.modules
+
+@numba.njit
+def distinct(values):  # compiled here: numba sets its target up for it, fast loads or not
+    return len(set(values))
+
+print(json.dumps({'images': images, 'refreshed': refreshed, 'distinct': distinct(np.array([3, 1, 3]))}))
+'''
+
+
+def run_python(code: str, *args: str, **env) -> dict:
+    environment = {**os.environ, **env}
+    environment.pop('NUMBA_DISABLE_JIT', None)
+    out = subprocess.run([sys.executable, '-c', code, *args], env=environment, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]  # a symbol missing at load would abort the process (LLVM)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def small_photos(tmp_path_factory):
+    import numpy as np
+    from ffcv.fields import IntField, RGBImageField
+    from conftest import photo_like
+    from helpers import write_and_read
+    rng = np.random.default_rng(8)
+    path = str(tmp_path_factory.mktemp('fastload') / 'photos.beton')
+    write_and_read(path, {'image': RGBImageField(write_mode='jpg'), 'label': IntField()},
+                   [(photo_like(rng, 40 + k, 56 - k), k) for k in range(24)])
+    return path
+
+
+def test_package_kernels_load_without_setting_up_numba_target(small_photos):
+    """`fast_package_loads`: a fresh process loads the cached kernels of a train pipeline without numba's
+    target refresh, its batches are byte for byte those of numba's usual path, and code compiled afterwards
+    in the same process (here with a set, whose implementation the refresh registers) still works."""
+    run_python(PIPELINE, small_photos)  # compiles and caches what is not cached yet
+    fast = run_python(PIPELINE, small_photos)
+    usual = run_python(PIPELINE, small_photos, FFCV_NUMBA_FAST_LOAD='0')
+    assert not fast['refreshed'] and usual['refreshed']
+    assert fast['images'] == usual['images'] and len(fast['images']) == 3
+    assert fast['distinct'] == usual['distinct'] == 2
+
+
+def test_every_cached_kernel_of_the_package_loads_through_the_fast_path(small_photos):
+    """Every kernel of the package in the on-disk cache (those this run has used so far, the train pipeline's
+    at least) loads in a fresh process without the target refresh and without compiling: a symbol missing
+    at load would abort the process."""
+    run_python(PIPELINE, small_photos)
+    result = run_python(LOAD_ALL)
+    assert result['compiled'] == [] and not result['refreshed']
+    names = {entry.split('(')[0] for entry in result['loaded']}
+    assert {'ffcv.pipeline.seeding.batch_seeds', 'ffcv.imaging.crop.random_resized_crop_windows',
+            'ffcv.transforms.flip.flip_kernel'} <= names, sorted(names)
+
+
+def test_fast_loads_are_installed_once_and_can_be_turned_off():
+    from numba.core import caching
+    assert _numba_cache.fast_package_loads()
+    assert _numba_cache.fast_package_loads()  # idempotent: one wrapper
+    wrapper = caching.Cache.load_overload
+    assert wrapper.ffcv_fast_load and not getattr(wrapper.__wrapped__, 'ffcv_fast_load', False)
+    result = run_python('import json, ffcv\nfrom numba.core import caching\n'
+                        'print(json.dumps({"fast": hasattr(caching.Cache.load_overload, "ffcv_fast_load")}))',
+                        FFCV_NUMBA_FAST_LOAD='0')
+    assert result == {'fast': False}

@@ -5,10 +5,12 @@ the buffers of slot ``batch % slots`` and publishes the result. A worker takes a
 most `slots` past the last batch the consumer released, so a slot is never rewritten while the consumer can
 still hold its batch.
 
-The epoch's tail: once every batch is taken, a worker with nothing left to take helps the batches still
-being built. Their owners run each per-sample decoder (``per_sample = True``, see `ffcv.pipeline.operation`)
-in parts of rows that any worker may take (`_SharedParts`); the owner takes parts too, waits for all of them
-and runs the batch's other steps itself. Seeds are per sample, so the bytes are those of a whole-batch decode.
+The epoch's head and tail: the epoch's first batch is built by every worker (no other batch is taken until
+it is published: the consumer waits for that one), and once every batch is taken, a worker with nothing left
+to take helps the batches still being built. Their owners run each per-sample decoder (``per_sample = True``,
+see `ffcv.pipeline.operation`) in parts of rows that any worker may take (`_SharedParts`); the owner takes
+parts too, waits for all of them and runs the batch's other steps itself. Seeds are per sample, so the bytes
+are those of a whole-batch decode.
 
 Failure and shutdown rules (no hangs):
 * an exception in a worker is stored with its batch and re-raised by the consumer when it asks for that
@@ -68,6 +70,7 @@ class _EpochState:
         self.slots = slots
         self.condition = threading.Condition()
         self.next_batch = first_batch      # next batch number a worker will take
+        self.head = first_batch            # the epoch's first batch while it is being built, else None
         self.released = first_batch - 1    # highest batch the consumer is done with
         self.results = {}                  # batch -> outputs tuple, or BaseException
         self.stopped = False
@@ -93,19 +96,19 @@ class _EpochState:
             while True:
                 if self.stopped:
                     return None
+                for parts in self.shared_parts:
+                    k = self._claim(parts)
+                    if k is not None:
+                        return parts, k
                 if self.next_batch < len(self.batches):
-                    if self.next_batch <= self.released + self.slots:
+                    if self.next_batch <= self.released + self.slots and (
+                            self.head is None or self.next_batch == self.head):
                         batch = self.next_batch
                         self.next_batch += 1
                         self.building += 1
                         return batch
-                else:
-                    for parts in self.shared_parts:
-                        k = self._claim(parts)
-                        if k is not None:
-                            return parts, k
-                    if self.building == 0:
-                        return None
+                elif self.building == 0:
+                    return None
                 self.condition.wait()
 
     def _claim(self, parts: '_SharedParts') -> Optional[int]:
@@ -137,12 +140,13 @@ class _EpochState:
 
     def run_parts(self, part: Callable, count: int) -> list:
         """Results of ``part(start, stop)`` over rows 0:count, in order: one call while batches are left to
-        take; in the epoch's tail, parts that idle workers may run too (this thread runs parts until none
-        is left, then waits for those others run)."""
+        take; in the epoch's head and tail, parts that idle workers may run too (this thread runs parts until
+        none is left, then waits for those others run)."""
         size = max(4, -(-count // (8 * self.num_threads)))
         with self.condition:
-            tail = self.num_threads > 1 and self.next_batch >= len(self.batches) and not self.stopped
-            if not tail or count <= size:
+            shared = self.num_threads > 1 and not self.stopped and (
+                self.head is not None or self.next_batch >= len(self.batches))
+            if not shared or count <= size:
                 parts = None
             else:
                 parts = _SharedParts(part, [(a, min(a + size, count)) for a in range(0, count, size)])
@@ -168,6 +172,8 @@ class _EpochState:
 
     def publish(self, batch: int, result) -> None:
         with self.condition:
+            if batch == self.head:
+                self.head = None
             self.building -= 1
             self.results[batch] = result
             if isinstance(result, BaseException):
