@@ -21,6 +21,7 @@ with its LITDATA_DISABLE_VERSION_CHECK variable, set when this module is importe
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -57,9 +58,14 @@ def convert(beton: Path, out_dir: Path, chunk_bytes: int) -> Path:
         return out_dir
     count = Reader(str(beton)).num_samples
     partial = out_dir.with_name(out_dir.name + '.partial')
-    litdata.optimize(fn=BetonSamples(str(beton)), inputs=list(range(count)), output_dir=str(partial),
-                     chunk_bytes=chunk_bytes, num_workers=1, start_method='fork', mode='overwrite',
-                     verbose=False)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        litdata.optimize(fn=BetonSamples(str(beton)), inputs=list(range(count)), output_dir=str(partial),
+                         chunk_bytes=chunk_bytes, num_workers=1, start_method='fork', mode='overwrite',
+                         verbose=False)
+    finally:  # optimize() installs its own Ctrl-C / SIGTERM handlers and leaves them in place
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
     os.replace(partial, out_dir)
     return out_dir
 
