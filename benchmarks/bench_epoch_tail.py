@@ -1,9 +1,11 @@
-"""bench_epoch_tail.py: what letting idle worker threads help finish the epoch's last batches gains (issue 17 §4).
+"""bench_epoch_tail.py: what letting idle worker threads help build the epoch's first and last batches gains
+(issue 17 §3, §4).
 
-Once no batch is left to take, a worker thread with nothing to do runs parts of the batches other threads are
-still building (`ffcv.loader.epoch_iterator._EpochState.run_parts`). This benchmark runs the same loader with
-that help ('tail') and without it ('no_tail': `run_parts` patched to its one-call path, each batch built by the
-thread that took it, as before the change), in fresh processes that alternate (tail, no_tail, no_tail, tail,
+Every worker builds parts of the epoch's first batch, and once no batch is left to take, a worker thread with
+nothing to do runs parts of the batches other threads are still building
+(`ffcv.loader.epoch_iterator._EpochState.run_parts`). This benchmark runs the same loader with that help
+('tail') and without it ('no_tail': `_EpochState.share_parts = False`, each batch built by the thread that
+took it, as before), in fresh processes that alternate (tail, no_tail, no_tail, tail,
 ...) after one untimed run (numba's cache warm), on benchmarks/bench_loader.py's photo set (256-px JPEGs) at
 two sizes: a small file, where the tail is a larger share of an epoch, and the loader benchmark's 5,000
 images. Pipelines as in bench_loader.py: train (RandomResizedCrop 160 + flip, RANDOM, drop_last) and val
@@ -39,11 +41,11 @@ def _load(name: str):
 
 
 def worker(spec: dict) -> dict:
-    """One measurement in this (fresh) process: loader_worker.measure, with the tail help switched off
-    when spec['tail'] is false."""
+    """One measurement in this (fresh) process: loader_worker.measure, with the help in parts (the epoch's
+    first batch and its tail) switched off when spec['tail'] is false."""
     if not spec['tail']:
         from ffcv.loader import epoch_iterator
-        epoch_iterator._EpochState.run_parts = lambda self, part, count: [part(0, count)]
+        epoch_iterator._EpochState.share_parts = False
     return _load('loader_worker').measure(spec)
 
 

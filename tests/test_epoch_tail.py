@@ -181,6 +181,18 @@ def test_the_first_batch_is_built_by_every_worker_before_any_other(dataset, thre
     assert max(head) < min(k for k in range(len(calls)) if k not in head)  # no other batch started meanwhile
 
 
+def test_share_parts_off_builds_every_batch_whole(dataset, monkeypatch):
+    """The switch benchmarks/bench_epoch_tail.py measures against: no head, no tail, one call per batch."""
+    from ffcv.loader import epoch_iterator
+    monkeypatch.setattr(epoch_iterator._EpochState, 'share_parts', False)
+    delay, pipelines = every_decoder()
+    loader = Loader(dataset, batch_size=16, num_workers=2, order=OrderOption.SEQUENTIAL,
+                    pipelines=only(delay=pipelines['delay']))
+    for _ in loader:
+        pass
+    assert sorted(len(samples) for _, samples in delay.calls) == [8, 16, 16]
+
+
 def test_whole_batch_decoders_are_never_split(dataset):
     def pipelines(custom):
         return only(delay=[custom, ToTensor()], image=[BatchWindows((16, 16)), ToTensor()])

@@ -58,6 +58,8 @@ def _stop_all() -> None:
 class _EpochState:
     """Everything the workers share; owned by an `EpochIterator`, never referencing it."""
 
+    share_parts = True  # the epoch's head and tail built in parts by every worker (False: each batch by one)
+
     def __init__(self, pipelines, run_order: List[int], columns: List[np.ndarray], batches: List[np.ndarray],
                  first_batch: int, context, seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool):
         self.pipelines = pipelines
@@ -70,7 +72,7 @@ class _EpochState:
         self.slots = slots
         self.condition = threading.Condition()
         self.next_batch = first_batch      # next batch number a worker will take
-        self.head = first_batch            # the epoch's first batch while it is being built, else None
+        self.head = first_batch if self.share_parts else None  # the epoch's first batch while being built
         self.released = first_batch - 1    # highest batch the consumer is done with
         self.results = {}                  # batch -> outputs tuple, or BaseException
         self.stopped = False
@@ -144,7 +146,7 @@ class _EpochState:
         none is left, then waits for those others run)."""
         size = max(4, -(-count // (8 * self.num_threads)))
         with self.condition:
-            shared = self.num_threads > 1 and not self.stopped and (
+            shared = self.share_parts and self.num_threads > 1 and not self.stopped and (
                 self.head is not None or self.next_batch >= len(self.batches))
             if not shared or count <= size:
                 parts = None
