@@ -1,5 +1,5 @@
-"""The epoch's head and tail: every worker decodes parts of the epoch's first batch (the wait for the first
-batch), and once no batch is left to take, idle workers decode parts of the batches still being built.
+"""The head and tail: every worker decodes parts of a loader's first batch (the wait for the first batch of
+a process), and once no batch is left to take, idle workers decode parts of the batches still being built.
 
 Every per-sample decoder may be split (``per_sample = True`` on its code), so each test compares the batches
 of 2 and 4 threads with those of 1 thread (which never splits) byte for byte, and checks that parts really
@@ -179,6 +179,25 @@ def test_the_first_batch_is_built_by_every_worker_before_any_other(dataset, thre
     assert len(helpers_of(delay.calls, range(16))) == threads  # the first batch: parts on every worker
     assert all(len(calls[k][1]) == 4 for k in head)
     assert max(head) < min(k for k in range(len(calls)) if k not in head)  # no other batch started meanwhile
+
+
+def test_later_epochs_start_on_every_worker_at_once(dataset):
+    """Only the loader's first batch is shared: a later epoch's first batch is one worker's (whole), while
+    another worker builds the next batch."""
+    delay, pipelines = every_decoder()
+    delay.delay = 0.004
+    loader = Loader(dataset, batch_size=8, num_workers=2, order=OrderOption.SEQUENTIAL,
+                    pipelines=only(delay=pipelines['delay']))
+    for _ in loader:
+        pass
+    assert len(helpers_of(delay.calls, range(8))) == 2  # the first epoch's first batch: shared
+    delay.calls.clear()
+    for _ in loader:
+        pass
+    first = [samples for _, samples in delay.calls if min(samples) < 8]
+    assert first == [list(range(8))]  # whole, in one call
+    assert min(samples for _, samples in delay.calls[:2]) == list(range(8)) and \
+        max(samples for _, samples in delay.calls[:2]) == list(range(8, 16))  # batches 0 and 1 began together
 
 
 def test_share_parts_off_builds_every_batch_whole(dataset, monkeypatch):

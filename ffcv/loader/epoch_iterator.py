@@ -5,12 +5,12 @@ the buffers of slot ``batch % slots`` and publishes the result. A worker takes a
 most `slots` past the last batch the consumer released, so a slot is never rewritten while the consumer can
 still hold its batch.
 
-The epoch's head and tail: the epoch's first batch is built by every worker (no other batch is taken until
-it is published: the consumer waits for that one), and once every batch is taken, a worker with nothing left
-to take helps the batches still being built. Their owners run each per-sample decoder (``per_sample = True``,
-see `ffcv.pipeline.operation`) in parts of rows that any worker may take (`_SharedParts`); the owner takes
-parts too, waits for all of them and runs the batch's other steps itself. Seeds are per sample, so the bytes
-are those of a whole-batch decode.
+The head and the tail: the first batch a Loader serves is built by every worker (no other batch is taken until it
+is published: the consumer waits for that one, and a new process waits for it longest), and once every batch of
+an epoch is taken, a worker with nothing left to take helps the batches still being built. Their owners run each
+per-sample decoder (``per_sample = True``, see `ffcv.pipeline.operation`) in parts of rows that any worker may
+take (`_SharedParts`); the owner takes parts too, waits for all of them and runs the batch's other steps itself.
+Seeds are per sample, so the bytes are those of a whole-batch decode.
 
 Failure and shutdown rules (no hangs):
 * an exception in a worker is stored with its batch and re-raised by the consumer when it asks for that
@@ -58,10 +58,11 @@ def _stop_all() -> None:
 class _EpochState:
     """Everything the workers share; owned by an `EpochIterator`, never referencing it."""
 
-    share_parts = True  # the epoch's head and tail built in parts by every worker (False: each batch by one)
+    share_parts = True  # the head and the tail built in parts by every worker (False: each batch by one)
 
     def __init__(self, pipelines, run_order: List[int], columns: List[np.ndarray], batches: List[np.ndarray],
-                 first_batch: int, context, seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool):
+                 first_batch: int, context, seed: int, epoch: int, num_threads: int, slots: int, use_cuda: bool,
+                 share_head: bool = False):
         self.pipelines = pipelines
         self.finishers = _finishers(pipelines)  # per pipeline: its root decoder's Step if it finishes outputs
         self.run_order = run_order         # pipeline indices, each branch after the pipeline it starts from
@@ -72,7 +73,9 @@ class _EpochState:
         self.slots = slots
         self.condition = threading.Condition()
         self.next_batch = first_batch      # next batch number a worker will take
-        self.head = first_batch if self.share_parts else None  # the epoch's first batch while being built
+        # the first batch while all workers build it (`share_head`: the loader's first); else None. Later
+        # epochs start on every worker at once: their first batch waits less, and throughput is kept
+        self.head = first_batch if self.share_parts and share_head else None
         self.released = first_batch - 1    # highest batch the consumer is done with
         self.results = {}                  # batch -> outputs tuple, or BaseException
         self.stopped = False
@@ -292,7 +295,8 @@ def _finishers(pipelines) -> List[Optional[object]]:
 class EpochIterator:
     """Iterator over the batches of one epoch (returned by ``iter(loader)``)."""
 
-    def __init__(self, loader, batches: Sequence[np.ndarray], first_batch: int, context, epoch: int):
+    def __init__(self, loader, batches: Sequence[np.ndarray], first_batch: int, context, epoch: int,
+                 share_head: bool = False):
         self.loader_ref = weakref.ref(loader)
         self.epoch = epoch
         self.num_batches = len(batches)
@@ -302,7 +306,7 @@ class EpochIterator:
         num_threads = max(1, loader.num_workers if len(batches) > first_batch else 1)
         columns = [loader.reader.column(p.field_index) for p in loader.pipelines]
         self._state = _EpochState(loader.pipelines, loader.run_order, columns, list(batches), first_batch, context,
-                                  loader.seed, epoch, num_threads, loader.slots, use_cuda)
+                                  loader.seed, epoch, num_threads, loader.slots, use_cuda, share_head)
 
     def __iter__(self):
         return self

@@ -222,9 +222,10 @@ class Loader:
         for pipeline in self.pipelines:
             pipeline.allocate(self.batch_size, self.slots, pin, self._buffers)
         self.next_epoch = epoch + 1
+        first_iteration = self._current_epoch is None  # (also of a loader resumed from a state_dict)
         self._current_epoch, self._batches_served, self._finished = epoch, first_batch, first_batch >= count
         context = self.memory_manager.schedule_epoch(batches, first_batch=first_batch)
-        return EpochIterator(self, batches, first_batch, context, epoch)
+        return EpochIterator(self, batches, first_batch, context, epoch, share_head=first_iteration)
 
     # -- resume --
 
