@@ -30,6 +30,17 @@ def test_available_here():
     assert jpeg_window.available(), jpeg_window._unavailable_reason
 
 
+def test_importing_the_compiled_bodies_first_is_an_error_not_an_abort():
+    """jpeg_window_calls links against symbols jpeg_window registers; imported before them, LLVM would abort
+    the process. It raises ImportError instead, and the module imports normally once they are registered."""
+    code = 'import ffcv.imaging.jpeg_window_calls'
+    early = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert early.returncode == 1 and 'ImportError' in early.stderr and 'available() first' in early.stderr, early
+    late = subprocess.run([sys.executable, '-c', 'from ffcv.imaging import jpeg_window\n'
+                           'assert jpeg_window.available()\n' + code], capture_output=True, text=True, timeout=300)
+    assert late.returncode == 0, late.stderr[-2000:]
+
+
 @pytest.mark.parametrize('scale', [8, 7, 5, 4, 3, 2, 1])
 def test_windows_equal_the_full_decode(photos, scale, rng):
     out = np.empty(600 * 600 * 3, np.uint8)

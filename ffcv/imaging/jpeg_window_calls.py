@@ -4,6 +4,7 @@ libjpeg is called by symbol names (`ffcv_jpeg_*`) that `ffcv.imaging.jpeg_window
 importing this module, so numba can cache the compiled code on disk and reload it in a new process.
 These bodies run under the setjmp trampoline: they hold no Python objects and allocate nothing.
 """
+import llvmlite.binding
 import numba
 from numba import types
 
@@ -27,6 +28,14 @@ finish = types.ExternalFunction('ffcv_jpeg_finish_decompress', _i32(_u64))
 abort = types.ExternalFunction('ffcv_jpeg_abort_decompress', types.void(_u64))
 
 _BODY_SIGNATURE = types.void(types.CPointer(types.int64), types.CPointer(types.int32))
+
+# The bodies below are compiled (or loaded from numba's cache) at import, and LLVM aborts the whole process
+# on a symbol it cannot resolve: refuse to go on unless `jpeg_window` has registered libjpeg's.
+_unregistered = [f.symbol for f in (create, mem_src, read_header, start, crop, skip, read, finish, abort)
+                 if not llvmlite.binding.address_of_symbol(f.symbol)]
+if _unregistered:
+    raise ImportError(f'{__name__} is imported by ffcv.imaging.jpeg_window once it has loaded libjpeg (call '
+                      f'ffcv.imaging.jpeg_window.available() first); unregistered symbols: {_unregistered}')
 
 
 @numba.njit(inline='always', cache=True)
