@@ -392,6 +392,12 @@ def _ratio(summary: dict, key: str) -> str:
 LABELS = {'ours': 'ours', 'ffcv': 'FFCV', 'torch': 'torch', 'dali': 'DALI', 'spdl': 'SPDL'}
 
 
+def _at_most_goals(summary: dict, metric: str) -> str:
+    """The goals of `metric` where ours must be at most the other's (RSS, the wait for the first batch)."""
+    return ', '.join(f"<= {LABELS[g['versus']]} {'ok' if g['met'] else 'MISSED'}"
+                     for g in summary['goals'] if g['metric'] == metric)
+
+
 def print_table(results: Dict[str, dict], num_workers: int) -> None:
     """One block per case: first and steady images/s of every system, ours / each other, the goals, then
     peak RSS (main process; torch + its workers' PSS) and how many runs of each system were quiet."""
@@ -410,14 +416,12 @@ def print_table(results: Dict[str, dict], num_workers: int) -> None:
                   + ''.join(f'{_ratio(summary, f"{metric}_ours_over_{s}"):>11}' for s in others) + f'   {goals}')
         if all('first_batch_s' in summary[s] for s in SYSTEMS if s in summary):
             wait = {s: f"{summary[s]['first_batch_s']:.2f}" if s in summary else 'n/a' for s in SYSTEMS}
-            goals = ', '.join(f"<= {LABELS[g['versus']]} {'ok' if g['met'] else 'MISSED'}"
-                              for g in summary['goals'] if g['metric'] == 'first_batch')
+            goals = _at_most_goals(summary, 'first_batch')
             print(f'{"":<11}{"1st b.":<7}' + ''.join(f'{wait[s]:>8}' for s in SYSTEMS)
                   + ''.join(f'{_ratio(summary, f"first_batch_{s}_over_ours"):>11}' for s in others)
                   + f'   {goals}   (s to the first batch)')
         rss = {s: f"{summary[s]['peak_rss_mb']:,.0f}" if s in summary else 'n/a' for s in SYSTEMS}
-        goals = ', '.join(f"<= {LABELS[g['versus']]} {'ok' if g['met'] else 'MISSED'}"
-                          for g in summary['goals'] if g['metric'] == 'rss')
+        goals = _at_most_goals(summary, 'rss')
         workers = (f"   (torch +workers PSS {summary['torch']['peak_tree_pss_mb']:,.0f})" if 'torch' in summary
                    else '')
         print(f'{"":<11}{"RSS":<7}' + ''.join(f'{rss[s]:>8}' for s in SYSTEMS)
