@@ -30,9 +30,10 @@ abort = types.ExternalFunction('ffcv_jpeg_abort_decompress', types.void(_u64))
 _BODY_SIGNATURE = types.void(types.CPointer(types.int64), types.CPointer(types.int32))
 
 # The bodies below are compiled (or loaded from numba's cache) at import, and LLVM aborts the whole process
-# on a symbol it cannot resolve: refuse to go on unless `jpeg_window` has registered libjpeg's.
-_unregistered = [f.symbol for f in (create, mem_src, read_header, start, crop, skip, read, finish, abort)
-                 if not llvmlite.binding.address_of_symbol(f.symbol)]
+# on a symbol it cannot resolve: refuse to go on unless `jpeg_window` has registered libjpeg's (every
+# external function declared above).
+_unregistered = [f.symbol for f in list(globals().values())
+                 if isinstance(f, types.ExternalFunction) and not llvmlite.binding.address_of_symbol(f.symbol)]
 if _unregistered:
     raise ImportError(f'{__name__} is imported by ffcv.imaging.jpeg_window once it has loaded libjpeg (call '
                       f'ffcv.imaging.jpeg_window.available() first); unregistered symbols: {_unregistered}')
