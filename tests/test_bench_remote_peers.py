@@ -102,11 +102,15 @@ def test_the_benchmark_worker_measures_litdata(photos, tmp_path):
     through the proxy per epoch (all chunks in epoch 1, none in epoch 2), the process tree's memory."""
     spec = {'system': 'litdata', 'epochs': 2, 'cache_dir': str(tmp_path / 'cache'), 'workers': 2,
             'url': 's3://ffcv-test/peers', 'storage_options': photos['options']}
-    result = bench.measure(spec, timeout=120, proxy=photos['proxy'])
+    result = bench.measure(spec, timeout=120, proxy=photos['proxy'], server_pid=servers.seaweed().process.pid)
     assert result['images'] == COUNT and len(result['epoch_seconds']) == 2
+    assert result['server_cpu_seconds_per_epoch'][0] > 0 and len(result['proxy_cpu_seconds_per_epoch']) == 2
     assert result['proxy_bytes_per_epoch'][0] >= photos['uploaded'] and result['proxy_bytes_per_epoch'][1] == 0
     assert result['cache_chunk_bytes_per_epoch'][0] > 0
     assert result['peak_tree_pss_mb'] > 50 and result['peak_tree_rss_mb'] >= result['peak_tree_pss_mb']
     summary, ratios = bench.summarize({'s3': [result], 'litdata': [result]}, COUNT, 10 ** 6, 200e6)
     assert ratios['ours_s3_later_vs_litdata'] == 1.0
+    assert summary['s3']['server_cpu_seconds_epoch1'] == result['server_cpu_seconds_per_epoch'][0]
+    assert bench.goals({'s3_first_vs_bound': 0.79, 'remote_warm_vs_local': 0.95}) == {
+        's3_first_vs_bound >= 0.80': False, 'remote_warm_vs_local >= 0.95': True}
     json.dumps(result)

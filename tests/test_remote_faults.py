@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from ffcv.loader import Loader, OrderOption
@@ -71,6 +72,34 @@ def test_a_large_range_is_fetched_as_concurrent_parts(served, proxy):
     with open(path, 'rb') as handle:
         handle.seek(5)
         assert data == handle.read(1_000_000)
+
+
+def test_read_into_fills_a_view_part_by_part_and_again_after_a_cut(served, proxy):
+    """`read_into` writes each response straight into the caller's buffer (a NumPy view here), nothing
+    outside it; a part cut short is fetched again into the same place."""
+    path, _ = served
+    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'part_size': 100_000})
+    buffer = np.zeros(700_000, np.uint8)
+    proxy.cut_next = 1
+    remote.read_into(20, buffer[100:600_100])
+    with open(path, 'rb') as handle:
+        handle.seek(20)
+        assert buffer[100:600_100].tobytes() == handle.read(600_000)
+    assert not buffer[:100].any() and not buffer[600_100:].any()
+    assert remote.stats['retries'] == 1 and remote.stats['bytes'] == 600_000
+
+
+def test_a_failed_read_leaves_no_part_writing_into_the_buffer(served, proxy):
+    """One part fails at once while the others are still under way: once `read_into` has raised, none of
+    them writes into the buffer any more (the loader hands the frame to another page)."""
+    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'retries': 0, 'part_size': 50_000})
+    buffer = np.zeros(400_000, np.uint8)
+    proxy.latency, proxy.fail_next = 0.3, 1
+    with pytest.raises(RemoteFileError, match='503'):
+        remote.read_into(2 << 20, buffer)  # (random bytes: the first page of data)
+    buffer[:] = 0
+    time.sleep(0.8)  # the other parts' answers would have arrived by now
+    assert not buffer.any()
 
 
 def test_a_stalled_answer_times_out_and_is_retried(served, proxy):

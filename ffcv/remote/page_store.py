@@ -81,7 +81,7 @@ class PageStore:
     def load(self, page: int, size: int, destination: memoryview) -> None:
         """Fill ``destination[:size]`` with the first `size` bytes of page `page` (disk, else remote)."""
         if self.folder is None:
-            destination[:size] = self._fetch(page, size)
+            self._fetch(page, destination[:size])
             return
         if self._read_cached(page, size, destination):
             return
@@ -90,18 +90,16 @@ class PageStore:
                 with self._lock:
                     self.stats['waits'] += 1
                 return
-            data = self._fetch(page, size)
+            self._fetch(page, destination[:size])
             try:
-                self._store(page, data)
+                self._store(page, destination[:size])
             except OSError as exc:  # a full or failing cache disk slows training down; it does not stop it
                 self._store_failed(exc)
-        destination[:size] = data
 
-    def _fetch(self, page: int, size: int) -> bytes:
-        data = self.remote.read(page * self.page_size, size)
+    def _fetch(self, page: int, destination: memoryview) -> None:
+        self.remote.read_into(page * self.page_size, destination)
         with self._lock:
             self.stats['fetches'] += 1
-        return data
 
     def _read_cached(self, page: int, size: int, destination: memoryview) -> bool:
         path = self._path(page)
@@ -122,7 +120,7 @@ class PageStore:
             self.stats['disk_hits'] += 1
         return True
 
-    def _store(self, page: int, data: bytes) -> None:
+    def _store(self, page: int, data: memoryview) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f'{page:08d}.', suffix='.tmp')
         try:
             with os.fdopen(fd, 'wb') as handle:

@@ -121,6 +121,18 @@ def storage_options(url: str, options: RemoteOptions, own_retries: bool = True) 
     return result
 
 
+async def _fill(read, offset: int, view: memoryview) -> None:
+    """Copy a response body into `view` as its data arrives (``read(n)``: up to n more bytes, b'' at its end);
+    `_Transient` if the body ends short."""
+    done, size = 0, view.nbytes
+    while done < size:
+        chunk = await read(size - done)
+        if not chunk:
+            raise _Transient(f'short read: {done} of {size} bytes at offset {offset}')
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+
+
 class RemoteFile:
     """One object (a `.beton` file) read by byte ranges.
 
@@ -241,46 +253,61 @@ class RemoteFile:
 
     def read(self, offset: int, size: int) -> bytes:
         """Bytes ``[offset, offset + size)`` of the object (retried; `RemoteFileError` on failure)."""
-        if size <= 0:
-            return b''
+        buffer = bytearray(max(size, 0))
+        self.read_into(offset, memoryview(buffer))
+        return bytes(buffer)
+
+    def read_into(self, offset: int, destination) -> None:
+        """Fill `destination` (a writable buffer of n bytes) with bytes ``[offset, offset + n)`` of the object,
+        each response written straight into it (retried; `RemoteFileError` on failure)."""
+        view = memoryview(destination).cast('B')
+        size = view.nbytes
+        if size == 0:
+            return
         if offset < 0 or offset + size > self.size:
             raise RemoteFileError(self.url, f'read of bytes [{offset}, {offset + size}) past the end of the '
                                   f'object ({self.size} bytes)')
         what = f'reading bytes [{offset}, {offset + size})'
-        data = self._retrying(what, self._read_once, offset, size)
+        self._retrying(what, self._read_once, offset, view)
         with self._lock:
             self.stats['requests'] += 1
-            self.stats['bytes'] += len(data)
-        return data
+            self.stats['bytes'] += size
 
-    def _read_once(self, offset: int, size: int) -> bytes:
+    def _read_once(self, offset: int, view: memoryview) -> None:
         if self.protocol in ('http', 'https'):
-            data = self._run(self._in_parts, self._http_range, offset, size)
-        elif self.protocol in ('s3', 's3a'):
-            data = self._run(self._in_parts, self._s3_range, offset, size)
-        elif getattr(self.fs, 'async_impl', False):
-            data = self._run(self.fs._cat_file, self.path, offset, offset + size)
+            self._run(self._in_parts, self._http_range, offset, view)
+            return
+        if self.protocol in ('s3', 's3a'):
+            self._run(self._in_parts, self._s3_range, offset, view)
+            return
+        end = offset + view.nbytes
+        if getattr(self.fs, 'async_impl', False):
+            data = self._run(self.fs._cat_file, self.path, offset, end)
         else:
-            data = self.fs.cat_file(self.path, start=offset, end=offset + size)
-        if len(data) != size:
-            raise _Transient(f'short read: {len(data)} of {size} bytes at offset {offset}')
-        return data
+            data = self.fs.cat_file(self.path, start=offset, end=end)
+        if len(data) != view.nbytes:
+            raise _Transient(f'short read: {len(data)} of {view.nbytes} bytes at offset {offset}')
+        view[:] = data
 
-    async def _in_parts(self, fetch, offset: int, size: int) -> bytes:
-        """`fetch` of [offset, offset + size) as concurrent requests of at most `part_size` bytes each, at
-        most `connections` of them in flight for the whole file, first come first served (the parts of the
-        pages asked for first go first instead of sharing the bandwidth with those of every later page)."""
+    async def _in_parts(self, fetch, offset: int, view: memoryview) -> None:
+        """``fetch(start, part view)`` over `view` (the bytes from `offset` on) as concurrent requests of at
+        most `part_size` bytes each, at most `connections` of them in flight for the whole file, first come
+        first served (the parts of the pages asked for first go first instead of sharing the bandwidth with
+        those of every later page)."""
         if self._slots is None:  # (created on fsspec's event loop, where every request runs)
             self._slots = asyncio.Semaphore(self.options.connections)
 
-        async def one(start: int, count: int) -> bytes:
+        async def one(start: int) -> None:
             async with self._slots:
-                return await fetch(start, count)
+                await fetch(offset + start, view[start:start + self.options.part_size])
 
-        part = self.options.part_size
-        starts = range(offset, offset + size, part)
-        parts = await asyncio.gather(*(one(start, min(part, offset + size - start)) for start in starts))
-        return b''.join(parts)
+        tasks = [asyncio.ensure_future(one(start)) for start in range(0, view.nbytes, self.options.part_size)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # after a failure or a timeout, no part goes on writing into `view` (a frame reused later)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _http_info(self) -> dict:
         """Size and ETag from a HEAD request (fsspec's own turns every failure into FileNotFoundError)."""
@@ -294,8 +321,8 @@ class RemoteFile:
             return {'size': int(size) if size is not None else None, 'ETag': response.headers.get('ETag'),
                     'Last-Modified': response.headers.get('Last-Modified'), 'type': 'file'}
 
-    async def _http_range(self, offset: int, size: int) -> bytes:
-        headers = {'Range': f'bytes={offset}-{offset + size - 1}'}
+    async def _http_range(self, offset: int, view: memoryview) -> None:
+        headers = {'Range': f'bytes={offset}-{offset + view.nbytes - 1}'}
         if self.etag is not None and not self.etag.startswith('W/'):  # If-Match compares strong ETags only
             headers['If-Match'] = self.etag
         elif self.version_kind == 'Last-Modified':
@@ -309,16 +336,16 @@ class RemoteFile:
                                       'it must support range requests')
             tags = {kind: response.headers.get(kind) for kind in ('ETag', 'Last-Modified')}
             self._check_version(tags, response.headers.get('Content-Range'))
-            return await response.read()
+            await _fill(response.content.read, offset, view)
 
-    async def _s3_range(self, offset: int, size: int) -> bytes:
+    async def _s3_range(self, offset: int, view: memoryview) -> None:
         bucket, key, version = self.fs.split_path(self.path)
         kwargs = {'VersionId': version} if version else {}
         response = await self.fs._call_s3('get_object', Bucket=bucket, Key=key,
-                                          Range=f'bytes={offset}-{offset + size - 1}', **kwargs)
+                                          Range=f'bytes={offset}-{offset + view.nbytes - 1}', **kwargs)
         try:
             self._check_version({'ETag': response.get('ETag')}, response.get('ContentRange'))
-            return await response['Body'].read()
+            await _fill(response['Body'].read, offset, view)
         finally:
             response['Body'].close()
 
