@@ -64,18 +64,6 @@ def photo_like(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope='session')
-def small_photos(tmp_path_factory):
-    """24 JPEG photos of 40-63 x 56-33 px with an int label."""
-    from ffcv.fields import IntField, RGBImageField
-    from helpers import write_and_read
-    rng = np.random.default_rng(8)
-    path = str(tmp_path_factory.mktemp('photos') / 'photos.beton')
-    write_and_read(path, {'image': RGBImageField(write_mode='jpg'), 'label': IntField()},
-                   [(photo_like(rng, 40 + k, 56 - k), k) for k in range(24)])
-    return path
-
-
 @pytest.fixture
 def tmp_beton(tmp_path):
     """Factory for output paths inside the test's temp dir."""

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -88,14 +85,3 @@ def run_cli(capsys, *argv):
     from ffcv.tools.cli import main
     code = main([str(a) for a in argv])
     return (code, *capsys.readouterr())
-
-
-def run_python(code: str, *args: str, **env) -> dict:
-    """Run `code` in a fresh interpreter (numba's JIT on; `env` added to the environment) and return the JSON
-    object its last line of output prints."""
-    environment = {**os.environ, **env}
-    environment.pop('NUMBA_DISABLE_JIT', None)
-    out = subprocess.run([sys.executable, '-c', code, *args], env=environment, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]  # a symbol missing at load would abort the process (LLVM)
-    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -25,7 +25,7 @@ from ffcv.pipeline import PipelineSpec
 from ffcv.transforms import RandomHorizontalFlip, ToTensor
 
 from conftest import photo_like
-from helpers import run_python, write_and_read
+from helpers import write_and_read
 
 COUNT = 40
 FIELDS = ('delay', 'image', 'thumb', 'label', 'rows', 'blob')
@@ -297,76 +297,3 @@ def test_a_broken_per_sample_declaration_is_named(dataset):
     with pytest.raises(TypeError, match='CopyingDecoder.*per_sample = True.*not its destination'):
         next(iter(loader))
     assert wait_for_no_threads() == 0
-
-
-class WarmingDecoder(SlowDecoder):
-    """Records the thread of each `warm_up` call (`raises`: the warm-up fails)."""
-
-    def __init__(self, raises: bool = False):
-        super().__init__(delay=0.003)
-        self.raises, self.warmed = raises, []
-
-    def warm_up(self):
-        self.warmed.append(threading.current_thread().name)
-        if self.raises:
-            raise RuntimeError('warm-up failed')
-
-
-@pytest.mark.parametrize('raises', [False, True])
-def test_warm_ups_run_once_on_a_worker_idle_in_the_head(dataset, raises):
-    """An operation's warm_up() runs once per loader, on a worker that is not building the first batch,
-    before that batch is published; a failing warm-up changes nothing (the batch reports real errors)."""
-    warming, plain = WarmingDecoder(raises), SlowDecoder(delay=0.003)
-    pipelines = only(delay=[warming, ToTensor()], label=[plain, ToTensor()])
-    loader, batches = epoch(dataset, pipelines, 2, 16, order=OrderOption.SEQUENTIAL)
-    _, reference = epoch(dataset, only(delay=[SlowDecoder(), ToTensor()], label=[SlowDecoder(), ToTensor()]), 1, 16,
-                         order=OrderOption.SEQUENTIAL)
-    assert_same(reference, batches)
-    assert len(warming.warmed) == 1 and warming.warmed[0].startswith('ffcv-epoch0-worker')
-    for _ in loader:  # later epochs: no warm-up
-        pass
-    assert len(warming.warmed) == 1
-
-
-def test_no_warm_up_without_an_idle_worker_or_shared_head(dataset, monkeypatch):
-    from ffcv.loader import epoch_iterator
-    warming = WarmingDecoder()
-    for _ in Loader(dataset, batch_size=16, num_workers=1, pipelines=only(delay=[warming, ToTensor()])):
-        pass
-    monkeypatch.setattr(epoch_iterator._EpochState, 'share_parts', False)
-    for _ in Loader(dataset, batch_size=16, num_workers=2, pipelines=only(delay=[warming, ToTensor()])):
-        pass
-    assert warming.warmed == []
-
-
-WARM_UP_LOADS = r'''
-import json, sys, numba, numpy as np
-from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
-from ffcv.imaging import area_resize, crop
-from ffcv.loader import Loader
-
-def signatures():
-    return {f'{module.__name__}.{name}': sorted(map(str, value.signatures)) for module in (area_resize, crop)
-            for name, value in vars(module).items() if isinstance(value, numba.core.registry.CPUDispatcher)}
-
-decoder = (RandomResizedCropRGBImageDecoder((24, 20)) if sys.argv[2] == 'random' else
-           CenterCropRGBImageDecoder((24, 20), 0.875))
-loader = Loader(sys.argv[1], batch_size=12, num_workers=1, pipelines={'image': [decoder], 'label': [IntDecoder()]})
-before = signatures()
-decoder.warm_up()
-warmed = signatures()
-next(iter(loader))
-print(json.dumps({'before': before, 'warmed': warmed, 'after': signatures()}))
-'''
-
-
-@pytest.mark.parametrize('kind', ['random', 'center'])
-def test_crop_decoders_warm_up_loads_the_kernels_their_batches_use(small_photos, kind):
-    """In a fresh process, `warm_up()` of a crop decoder loads the crop and resize kernels with the very
-    signatures its first batch calls: that batch loads none of them again."""
-    result = run_python(WARM_UP_LOADS, small_photos, kind)
-    assert not any(result['before'].values())
-    loaded = {name for name, sigs in result['warmed'].items() if sigs}
-    assert {'ffcv.imaging.area_resize._horizontal_pass', 'ffcv.imaging.area_resize._vertical_pass'} <= loaded
-    assert ('ffcv.imaging.crop.random_resized_crop_windows' in loaded) == (kind == 'random')  # (center: NumPy)
-    assert result['after'] == result['warmed']

@@ -17,7 +17,6 @@ import pytest
 
 import ffcv
 from ffcv import _numba_cache
-from helpers import run_python
 
 PACKAGE = Path(ffcv.__file__).parent
 DRAW = ('import json, numpy as np\n'
@@ -142,6 +141,28 @@ def distinct(values):  # compiled here: numba sets its target up for it, fast lo
 
 print(json.dumps({'images': images, 'refreshed': refreshed, 'distinct': distinct(np.array([3, 1, 3]))}))
 '''
+
+
+def run_python(code: str, *args: str, **env) -> dict:
+    environment = {**os.environ, **env}
+    environment.pop('NUMBA_DISABLE_JIT', None)
+    out = subprocess.run([sys.executable, '-c', code, *args], env=environment, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]  # a symbol missing at load would abort the process (LLVM)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def small_photos(tmp_path_factory):
+    import numpy as np
+    from ffcv.fields import IntField, RGBImageField
+    from conftest import photo_like
+    from helpers import write_and_read
+    rng = np.random.default_rng(8)
+    path = str(tmp_path_factory.mktemp('fastload') / 'photos.beton')
+    write_and_read(path, {'image': RGBImageField(write_mode='jpg'), 'label': IntField()},
+                   [(photo_like(rng, 40 + k, 56 - k), k) for k in range(24)])
+    return path
 
 
 def test_package_kernels_load_without_setting_up_numba_target(small_photos):

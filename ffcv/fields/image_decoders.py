@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from functools import lru_cache
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -32,14 +31,6 @@ from .._lazy import lazy_attributes
 IMAGE_MODES = {'jpg': 0, 'raw': 1}  # how RGBImageField stores each image: its metadata's `mode` byte
 
 JPG, RAW = IMAGE_MODES['jpg'], IMAGE_MODES['raw']
-
-
-@lru_cache(maxsize=1)
-def _warm_up_jpeg() -> np.ndarray:
-    """A small generated photo-like JPEG (96 x 128) that `ResizedCropRGBImageDecoder.warm_up` decodes."""
-    y, x = np.mgrid[0:96, 0:128]
-    image = np.stack([(y * 3 + x) % 256, (x * 2) % 256, (y * 5 + x * x // 7) % 256], -1).astype(np.uint8)
-    return np.frombuffer(jpeg.encode_jpeg(image, 90), np.uint8)
 
 
 def _size_range(column) -> str:
@@ -181,19 +172,6 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             return destinations
         decode.per_sample = all(d._windows_per_sample() for d in decoders)
         return decode
-
-    def warm_up(self) -> None:
-        """Set up the window decoder and load the crop and resize kernels the first batch uses, by cropping a
-        small generated JPEG as `decode` crops each image."""
-        windowed = self.window_decoding and jpeg_window.available()
-        blob = _warm_up_jpeg()
-        height, width = 96, 128
-        seeds = np.zeros(1, np.uint64) if self.needs_seeds else None
-        window = self.crop_windows(np.array([height], np.int64), np.array([width], np.int64), seeds)[0].tolist()
-        out = np.empty((1, int(self.output_size[0]), int(self.output_size[1]), 3), np.uint8)
-        scratch = np.empty(height * width * 3, np.uint8)
-        resize_area_into(jpeg_crop(blob, height, width, window, out.shape[1], out.shape[2], scratch,
-                                   self.dct_scaling, windowed), out[0])
 
     def _scratch_buffer(self) -> np.ndarray:
         buffer = getattr(self._scratch, 'buffer', None)

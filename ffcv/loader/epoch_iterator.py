@@ -35,8 +35,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..pipeline.operation import Operation
-
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ..pipeline.compiler import Compiler  # noqa: F401
 from ..pipeline.graph import select_buffer  # noqa: F401
@@ -78,8 +76,6 @@ class _EpochState:
         # the first batch while all workers build it (`share_head`: the loader's first); else None. Later
         # epochs start on every worker at once: their first batch waits less, and throughput is kept
         self.head = first_batch if self.share_parts and share_head else None
-        # operations' warm_up(), for a worker that would otherwise wait while the head is started
-        self.warm_ups = _warm_ups(pipelines) if self.head is not None and num_threads > 1 else []
         self.released = first_batch - 1    # highest batch the consumer is done with
         self.results = {}                  # batch -> outputs tuple, or BaseException
         self.stopped = False
@@ -100,8 +96,7 @@ class _EpochState:
 
     def take(self):
         """Next task: a batch number to build (waiting for a free slot), or ``(parts, k)``: part k of a batch
-        still being built once no batch is left to take, or a list of warm-ups to run while the head is
-        started; None when nothing is left or we stop."""
+        still being built once no batch is left to take; None when nothing is left or we stop."""
         with self.condition:
             while True:
                 if self.stopped:
@@ -119,9 +114,6 @@ class _EpochState:
                         return batch
                 elif self.building == 0:
                     return None
-                if self.warm_ups and self.head is not None:  # (the head is taken: it would wait here)
-                    warm_ups, self.warm_ups = self.warm_ups, []
-                    return warm_ups
                 self.condition.wait()
 
     def _claim(self, parts: '_SharedParts') -> Optional[int]:
@@ -235,9 +227,6 @@ def _worker(state: _EpochState) -> None:
         if isinstance(batch, tuple):  # a part of a batch another worker builds
             state.run_part(*batch)
             continue
-        if isinstance(batch, list):
-            _run_warm_ups(batch)
-            continue
         try:
             result = _build_batch(state, batch)
         except BaseException as exc:  # noqa: B902 - handed to the consumer, never lost
@@ -249,28 +238,6 @@ def _worker(state: _EpochState) -> None:
             state.publish(batch, exc)
             return
         state.publish(batch, result)
-
-
-def _warm_ups(pipelines) -> List[Callable[[], None]]:
-    """The `warm_up` methods of the pipelines' operations that define one (each operation once)."""
-    found, seen = [], set()
-    for pipeline in pipelines:
-        for step in pipeline.steps:
-            operation = step.operation
-            method = getattr(type(operation), 'warm_up', None)
-            if method is None or method is Operation.warm_up or id(operation) in seen:
-                continue
-            seen.add(id(operation))
-            found.append(operation.warm_up)
-    return found
-
-
-def _run_warm_ups(warm_ups: List[Callable[[], None]]) -> None:
-    for warm_up in warm_ups:
-        try:
-            warm_up()
-        except Exception:  # only set-up done early: the batch that needs it reports any real error
-            pass
 
 
 def _build_batch(state: _EpochState, batch: int):

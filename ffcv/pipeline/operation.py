@@ -36,12 +36,6 @@ the metadata table) and ``self.memory_read`` (a compiled ``read(ptr, storage_sta
 An operation whose function writes into its input batch sets the class attribute ``modifies_input = True``
 (ours): where that input is also read by another pipeline branching off the same step, the loader hands
 the operation a copy.
-
-``warm_up()`` (ours, optional): the set-up its first batch would otherwise do that needs no data of the
-file (loading a library, the cached machine code of its kernels). The loader calls it once, in a worker
-thread that would otherwise wait while the loader's first batch is read (a remote file's pages are being
-fetched, or another worker is preparing that batch), after `generate_code`; it must be safe to run
-beside the operation's function. Errors are ignored there (the batch itself reports them).
 """
 from __future__ import annotations
 
@@ -84,9 +78,6 @@ class Operation(ABC):
 
     def generate_code_for_shared_state(self) -> Optional[Callable]:
         return None
-
-    def warm_up(self) -> None:
-        """Data-independent set-up of the first batch, run early by an idle worker (see the module docstring)."""
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}()'
