@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -144,9 +145,12 @@ class Seaweed:
         ports = {name: free_port() for name in ('master.port', 'master.port.grpc', 'volume.port',
                                                 'volume.port.grpc', 'filer.port', 'filer.port.grpc',
                                                 's3.port.grpc', 'iam.port')}
+        self.ports = [self.port, *ports.values()]
         self.log = os.path.join(self.folder, 'weed.log')
-        args = [binary, 'server', f'-dir={data}', '-ip=127.0.0.1', '-ip.bind=127.0.0.1', '-s3',
-                f'-s3.port={self.port}', f'-s3.config={config}', '-master.telemetry=false', '-volume.max=4',
+        # its log files go into `folder` (-logdir), which stop() removes with the unix sockets weed makes in
+        # /tmp for its ports, instead of piling up in /tmp
+        args = [binary, f'-logdir={self.folder}', 'server', f'-dir={data}', '-ip=127.0.0.1', '-ip.bind=127.0.0.1',
+                '-s3', f'-s3.port={self.port}', f'-s3.config={config}', '-master.telemetry=false', '-volume.max=4',
                 '-master.volumeSizeLimitMB=64', '-iam=false',
                 '-s3.port.iceberg=0', '-s3.port.lance=0']  # (fixed default ports: concurrent test runs collide)
         args += [f'-{name}={port}' for name, port in ports.items()]
@@ -181,6 +185,10 @@ class Seaweed:
 
     def stop(self) -> None:
         _stop(self.process, self.folder)
+        for port in self.ports:  # /tmp/seaweedfs-<master-grpc|volume-grpc|s3|s3-grpc|...>-<port>.sock
+            for path in glob.glob(f'/tmp/seaweedfs-*-{port}.sock'):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
 
 def seaweed() -> Seaweed:
