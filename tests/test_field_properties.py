@@ -3,6 +3,7 @@ the Reader and through the Loader. Derandomized, so CI runs the same examples ev
 """
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,8 +30,25 @@ dtypes = st.sampled_from(['u1', 'i2', '<i4', '<i8', '<f2', '<f4', '<f8', '?', '<
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
 
 
+_written = []  # the folder of the example being checked (hypothesis runs dozens per test)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def remove_written():
+    yield
+    _remove_written()
+
+
+def _remove_written():
+    while _written:
+        shutil.rmtree(_written.pop(), ignore_errors=True)
+
+
 def write(fields, samples):
-    folder = tempfile.mkdtemp()
+    """Write `samples` into a fresh folder (the previous example's is removed first); the file's path."""
+    _remove_written()
+    folder = tempfile.mkdtemp(prefix='ffcv-properties-')
+    _written.append(folder)
     path = str(Path(folder) / 'data.beton')
     DatasetWriter(path, fields, num_workers=1, page_size=1 << 21).from_indexed_dataset(samples, progress=False)
     return path
