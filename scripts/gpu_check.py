@@ -1,6 +1,6 @@
 """gpu_check.py: the checks to run the day a GPU is lent (at most 8 minutes on one GPU), rehearsed on a CPU.
 
-    bash scripts/gpu_check.sh [--out DIR]     # on the GPU machine: about 4-5 minutes on one H200 (estimated)
+    bash scripts/gpu_check.sh [--out DIR]     # on the GPU machine: about 3 minutes on one H200
     bash scripts/gpu_check.sh --dry-run       # anywhere: the same steps on the CPU at tiny sizes, about 2 minutes
 
 Steps, in order; each one's output goes to OUT/logs/<step>.log, the figures to OUT/results.json, and a table of
@@ -10,10 +10,12 @@ measured vs published figures ends the run:
 2. the CIFAR-10 recipe: train_cifar.py with examples/cifar/cifar.yaml (ResNet-9, AMP, channels_last, fed by
    the loader's ToDevice(non_blocking=True) from pinned buffers) for 24 epochs on 50,000 generated 32x32
    images, against FFCV's published 36 s on one A100; then ``ffcv bench`` of the same file (the loader alone);
-3. the ImageNet recipe: ResNet-18 at 160 px (train_imagenet.py with rn18_configs/rn18_16_epochs.yaml) on
-   20,480 generated ImageNet-like images (about 7 GB) written with write_imagenet.py's rn18 preset, three
-   epochs (the first includes compilation and warm-up; the others give the figure), against the published
-   35.0 min for 16 epochs of 1,281,167 images on one A100: 9,761 images/s;
+3. the ImageNet recipe: on 20,480 generated ImageNet-like images written with write_imagenet.py's rn18 preset,
+   first its two sides apart: ``ffcv bench`` of the train file with the recipe's loader settings (the loader
+   alone) and scripts/gpu_check_model.py (the recipe's train step on batches already on the GPU: the model
+   alone); then ResNet-18 at 160 px (train_imagenet.py with rn18_configs/rn18_16_epochs.yaml), three epochs
+   (the first includes compilation and warm-up; the others give the figure), against the published 35.0 min
+   for 16 epochs of 1,281,167 images on one A100: 9,761 images/s. The slower side is named as the limit;
 4. torchrun --nproc_per_node=1 of scripts/gpu_check_torchrun.py: a process group over NCCL, an all_reduce and
    DistributedDataParallel steps of the recipe's ResNet-18 (a one-process train_imagenet.py run creates no
    process group, so NCCL is exercised there), then train_imagenet.py as ``__main__`` for a few steps, as
@@ -44,6 +46,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's ffcv, also where another one is installed (or none)
 
 # --- Config ---
 # Published figures (FFCV's README and ffcv-imagenet's, restated on the first line of each config file).
@@ -63,14 +66,17 @@ SIZES = {
     'gpu': {'cifar_train': 50_000, 'cifar_test': 10_000, 'cifar_epochs': 24, 'cifar_batch': 512,
             'bench_batches': 50, 'imagenet_train': 20_480, 'imagenet_val': 2_048, 'imagenet_side': 400,
             'imagenet_epochs': 3, 'imagenet_batch': 1024, 'imagenet_res': 160, 'val_batch': 512, 'val_res': 256,
-            'imagenet_workers': 12, 'torchrun_steps': 10, 'ddp_steps': 5, 'ddp_batch': 256},
+            'imagenet_workers': 12, 'imagenet_bench_batches': 8, 'model_steps': 30, 'model_warmup': 5,
+            'torchrun_steps': 10, 'ddp_steps': 5, 'ddp_batch': 256},
     'dry': {'cifar_train': 32, 'cifar_test': 16, 'cifar_epochs': 1, 'cifar_batch': 16,
             'bench_batches': 2, 'imagenet_train': 16, 'imagenet_val': 8, 'imagenet_side': 64,
             'imagenet_epochs': 2, 'imagenet_batch': 8, 'imagenet_res': 32, 'val_batch': 8, 'val_res': 32,
-            'imagenet_workers': 2, 'torchrun_steps': 2, 'ddp_steps': 2, 'ddp_batch': 4},
+            'imagenet_workers': 2, 'imagenet_bench_batches': 2, 'model_steps': 2, 'model_warmup': 1,
+            'torchrun_steps': 2, 'ddp_steps': 2, 'ddp_batch': 4},
 }
 BUDGET_S = 8 * 60        # the whole run, GPU mode included; steps still to come when it runs out are not run
-STEP_LIMIT_S = {'cuda_tests': 150, 'cifar_train': 300, 'cifar_bench': 90, 'imagenet_train': 240, 'torchrun': 180}
+STEP_LIMIT_S = {'cuda_tests': 150, 'cifar_train': 300, 'cifar_bench': 90, 'imagenet_bench': 120, 'model': 120,
+                'imagenet_train': 240, 'torchrun': 180}
 
 
 # --- Data ---
@@ -188,6 +194,13 @@ def commands(mode: str, data: Path, runs: Path, out: Path) -> Dict[str, List[str
         'cifar_bench': [python, '-m', 'ffcv.tools.cli', 'bench', str(data / 'cifar/train.beton'), '--json',
                         '--pipeline', 'simple', '--batch-size', str(size['cifar_batch']),
                         '--batches', str(size['bench_batches'])],
+        'imagenet_bench': [python, '-m', 'ffcv.tools.cli', 'bench', str(files['train']), '--json', '--pipeline',
+                           'train', '--res', str(size['imagenet_res']), '--batch-size', str(size['imagenet_batch']),
+                           '--num-workers', str(size['imagenet_workers']),
+                           '--batches', str(size['imagenet_bench_batches'])],
+        'model': [python, 'scripts/gpu_check_model.py', '--arch', 'resnet18', '--batch-size',
+                  str(size['imagenet_batch']), '--res', str(size['imagenet_res']), '--steps', str(size['model_steps']),
+                  '--warmup', str(size['model_warmup']), '--out', str(out / 'model.json')],
         'imagenet_train': [python, *imagenet, f'--training.epochs={size["imagenet_epochs"]}',
                            '--logging.run_name=rn18'],
         'torchrun': [python, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1',
@@ -213,7 +226,8 @@ class Run:
     def __init__(self, mode: str, out: Path, data: Path, budget_s: float):
         self.mode, self.out, self.data, self.runs = mode, out, data, data / 'runs'
         self.deadline = time.time() + budget_s
-        self.env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+        path = [str(ROOT), *filter(None, os.environ.get('PYTHONPATH', '').split(os.pathsep))]
+        self.env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': os.pathsep.join(path)}
         if mode == 'dry':
             self.env['CUDA_VISIBLE_DEVICES'] = ''  # the CPU path, even on a machine with a GPU
         self.commands = commands(mode, data, self.runs, out)
@@ -349,8 +363,9 @@ def cifar_train(run: Run) -> dict:
             'ratio': rate / published['images_per_s']}
 
 
-def cifar_bench(run: Run) -> dict:
-    result = run.program('cifar_bench')
+def bench_report(run: Run, name: str) -> dict:
+    """Run step `name`, an ``ffcv bench --json``, and keep the loader's rate and each stage's."""
+    result = run.program(name)
     if result['status'] != 'ok':
         return result
     text = (run.out / result['log']).read_text()
@@ -358,6 +373,13 @@ def cifar_bench(run: Run) -> dict:
     return {**result, 'device': report['device'], 'batch_size': report['batch_size'],
             'images_per_s': report['loader']['images_per_s'], 'bottleneck': report['bottleneck'].get('stage'),
             'stages': {s['stage']: round(s['images_per_s']) for f in report['fields'] for s in f['stages']}}
+
+
+def model_alone(run: Run) -> dict:
+    result = run.program('model')
+    if result['status'] != 'ok':
+        return result
+    return {**result, **json.loads((run.out / 'model.json').read_text())}
 
 
 def imagenet_train(run: Run) -> dict:
@@ -420,6 +442,18 @@ def summary_rows(run: Run) -> List[tuple]:
                      f"{rn18['images_per_s']:,.0f}", f"{published['images_per_s']:,.0f}", f"{rn18['ratio']:.3g}x"))
         rows.append(('  first epoch (compilation, warm-up): images/s', f"{rn18['first_epoch_images_per_s']:,.0f}",
                      '', ''))
+    bench, model = step('imagenet_bench'), step('model')
+    if 'images_per_s' in bench:
+        copy = ' + ToDevice' if bench['device'] else ''
+        rows.append((f"  loader alone (ffcv bench, RandomResizedCrop{copy}, {SIZES[run.mode]['imagenet_workers']} "
+                     'workers): images/s', f"{bench['images_per_s']:,.0f}", '', ''))
+    if 'images_per_s' in model:
+        rows.append(('  model alone (train steps on batches already on the device): images/s',
+                     f"{model['images_per_s']:,.0f}", '', ''))
+    if 'images_per_s' in bench and 'images_per_s' in model:
+        device = ' (GPU)' if model['device'].startswith('cuda') else ''
+        slower = 'the loader' if bench['images_per_s'] < model['images_per_s'] else f'the model{device}'
+        rows.append(('  limited by', slower, '', ''))
     dist = step('torchrun')
     if dist.get('status') == 'ok':
         ddp = dist['ddp']
@@ -474,10 +508,15 @@ def main(argv=None) -> int:
                  '32x32 images', lambda: {'status': 'ok', 'files': write_cifar_like(data / 'cifar', size)}, gpu)
         run.step('cifar_train', f"train_cifar.py, {size['cifar_epochs']} epochs", lambda: cifar_train(run),
                  ['cifar_data'])
-        run.step('cifar_bench', 'ffcv bench of the CIFAR-like train file', lambda: cifar_bench(run), ['cifar_data'])
+        run.step('cifar_bench', 'ffcv bench of the CIFAR-like train file', lambda: bench_report(run, 'cifar_bench'),
+                 ['cifar_data'])
         run.step('imagenet_data', f"ImageNet-like data: {size['imagenet_train']:,} train + {size['imagenet_val']:,} "
                  f"val images, longer side {size['imagenet_side']} px",
                  lambda: {'status': 'ok', 'files': write_imagenet_like(data / 'imagenet', size)}, gpu)
+        run.step('imagenet_bench', 'ffcv bench of the ImageNet-like train file (the recipe\'s loader alone)',
+                 lambda: bench_report(run, 'imagenet_bench'), ['imagenet_data'])
+        run.step('model', f"ResNet-18 train steps alone, batch {size['imagenet_batch']} at {size['imagenet_res']} px",
+                 lambda: model_alone(run), gpu)
         run.step('imagenet_train', f"train_imagenet.py, ResNet-18, {size['imagenet_epochs']} epochs at "
                  f"{size['imagenet_res']} px", lambda: imagenet_train(run), ['imagenet_data'])
         run.step('torchrun', f"torchrun: {'gloo' if args.dry_run else 'NCCL'}, {size['ddp_steps']} DDP steps, "

@@ -16,8 +16,8 @@ from ffcv.runs.config import parse_config, settings_of
 from ffcv.transforms import Convert, ToDevice, ToTensor, ToTorchImage
 from helpers import ROOT, load_script
 
-STEPS = ['gpu', 'cuda_tests', 'cifar_data', 'cifar_train', 'cifar_bench', 'imagenet_data', 'imagenet_train',
-         'torchrun']
+STEPS = ['gpu', 'cuda_tests', 'cifar_data', 'cifar_train', 'cifar_bench', 'imagenet_data', 'imagenet_bench', 'model',
+         'imagenet_train', 'torchrun']
 
 
 @pytest.fixture(scope='module')
@@ -77,11 +77,11 @@ def test_dry_run(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert time.time() - started < 180
     out = result.stdout
-    assert 'DRY RUN summary' in out and f'8 of 8 steps ok; results in {tmp_path / "results.json"}' in out
+    assert 'DRY RUN summary' in out and f'10 of 10 steps ok; results in {tmp_path / "results.json"}' in out
     table = out[out.index('DRY RUN summary'):].splitlines()
     for start in ('CUDA tests (pytest -m cuda)', 'CIFAR-10 ResNet-9, 1 epoch: images/s', '  loader alone',
                   'ResNet-18 at 32 px, 16 images an epoch, epoch 2: images/s', 'torchrun: train_imagenet.py',
-                  'torchrun: all_reduce + 2 DDP steps over gloo'):
+                  'torchrun: all_reduce + 2 DDP steps over gloo', '  model alone', '  limited by'):
         assert any(line.startswith(start) for line in table), start
     results = json.loads((tmp_path / 'results.json').read_text())
     assert results['mode'] == 'dry' and [s['name'] for s in results['steps']] == STEPS
@@ -94,6 +94,10 @@ def test_dry_run(tmp_path):
     assert cifar['ratio'] == pytest.approx(cifar['images_per_s'] / results['published']['cifar']['images_per_s'])
     assert rn18['epochs'] == 2 and rn18['resolution'] == 32 and rn18['images_per_epoch'] == 16
     assert steps['cifar_bench']['device'] is None and steps['cifar_bench']['batch_size'] == 16
+    bench, model = steps['imagenet_bench'], steps['model']  # the recipe's two sides apart, at its settings
+    assert bench['batch_size'] == 8 and bench['images_per_s'] > 0 and 'RandomResizedCrop' in ' '.join(bench['stages'])
+    assert (model['arch'], model['batch_size'], model['resolution'], model['steps']) == ('resnet18', 8, 32, 2)
+    assert model['device'] == 'cpu' and model['images_per_s'] > 0 and np.isfinite(model['last_loss'])
     torchrun = steps['torchrun']
     assert (torchrun['ddp']['backend'], torchrun['ddp']['steps'], torchrun['stopped_at_step']) == ('gloo', 2, 2)
     rows = {row['check']: row for row in results['summary']}

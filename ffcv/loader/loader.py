@@ -217,7 +217,9 @@ class Loader:
             self.pipelines[index].declare()
         if self.recompile:
             self.generate_code()
-        pin = torch.cuda.is_available() and any(p.uses_cuda for p in self.pipelines)
+        # host buffers pinned whenever CUDA is available (as FFCV's): a consumer's own .cuda(non_blocking=True)
+        # of a batch is then asynchronous too, not only ToDevice's copy
+        pin = torch.cuda.is_available()
         arguments.check_buffer_memory(self.pipelines, self.batch_size, self.slots, self.fname, physical_memory())
         for pipeline in self.pipelines:
             pipeline.allocate(self.batch_size, self.slots, pin, self._buffers)
