@@ -11,11 +11,11 @@ measured vs published figures ends the run:
    the loader's ToDevice(non_blocking=True) from pinned buffers) for 24 epochs on 50,000 generated 32x32
    images, against FFCV's published 36 s on one A100; then ``ffcv bench`` of the same file (the loader alone);
 3. the ImageNet recipe: on 20,480 generated ImageNet-like images written with write_imagenet.py's rn18 preset,
-   first its two sides apart: ``ffcv bench`` of the train file with the recipe's loader settings (the loader
-   alone) and scripts/gpu_check_model.py (the recipe's train step on batches already on the GPU: the model
-   alone); then ResNet-18 at 160 px (train_imagenet.py with rn18_configs/rn18_16_epochs.yaml), three epochs
-   (the first includes compilation and warm-up; the others give the figure), against the published 35.0 min
-   for 16 epochs of 1,281,167 images on one A100: 9,761 images/s. The slower side is named as the limit;
+   first its two sides apart (scripts/gpu_check_sides.py): the recipe's train loader with no model, and its
+   train step on batches already on the GPU with no loader; then ResNet-18 at 160 px (train_imagenet.py with
+   rn18_configs/rn18_16_epochs.yaml), three epochs (the first includes compilation and warm-up; the others give
+   the figure), against the published 35.0 min for 16 epochs of 1,281,167 images on one A100: 9,761 images/s.
+   The slower side is named as the limit;
 4. torchrun --nproc_per_node=1 of scripts/gpu_check_torchrun.py: a process group over NCCL, an all_reduce and
    DistributedDataParallel steps of the recipe's ResNet-18 (a one-process train_imagenet.py run creates no
    process group, so NCCL is exercised there), then train_imagenet.py as ``__main__`` for a few steps, as
@@ -66,16 +66,16 @@ SIZES = {
     'gpu': {'cifar_train': 50_000, 'cifar_test': 10_000, 'cifar_epochs': 24, 'cifar_batch': 512,
             'bench_batches': 50, 'imagenet_train': 20_480, 'imagenet_val': 2_048, 'imagenet_side': 400,
             'imagenet_epochs': 3, 'imagenet_batch': 1024, 'imagenet_res': 160, 'val_batch': 512, 'val_res': 256,
-            'imagenet_workers': 12, 'imagenet_bench_batches': 8, 'model_steps': 30, 'model_warmup': 5,
+            'imagenet_workers': 12, 'loader_epochs': 3, 'model_steps': 30, 'model_warmup': 5,
             'torchrun_steps': 10, 'ddp_steps': 5, 'ddp_batch': 256},
     'dry': {'cifar_train': 32, 'cifar_test': 16, 'cifar_epochs': 1, 'cifar_batch': 16,
             'bench_batches': 2, 'imagenet_train': 16, 'imagenet_val': 8, 'imagenet_side': 64,
             'imagenet_epochs': 2, 'imagenet_batch': 8, 'imagenet_res': 32, 'val_batch': 8, 'val_res': 32,
-            'imagenet_workers': 2, 'imagenet_bench_batches': 2, 'model_steps': 2, 'model_warmup': 1,
+            'imagenet_workers': 2, 'loader_epochs': 2, 'model_steps': 2, 'model_warmup': 1,
             'torchrun_steps': 2, 'ddp_steps': 2, 'ddp_batch': 4},
 }
 BUDGET_S = 8 * 60        # the whole run, GPU mode included; steps still to come when it runs out are not run
-STEP_LIMIT_S = {'cuda_tests': 150, 'cifar_train': 300, 'cifar_bench': 90, 'imagenet_bench': 120, 'model': 120,
+STEP_LIMIT_S = {'cuda_tests': 150, 'cifar_train': 300, 'cifar_bench': 90, 'loader': 120, 'model': 120,
                 'imagenet_train': 240, 'torchrun': 180}
 
 
@@ -194,11 +194,11 @@ def commands(mode: str, data: Path, runs: Path, out: Path) -> Dict[str, List[str
         'cifar_bench': [python, '-m', 'ffcv.tools.cli', 'bench', str(data / 'cifar/train.beton'), '--json',
                         '--pipeline', 'simple', '--batch-size', str(size['cifar_batch']),
                         '--batches', str(size['bench_batches'])],
-        'imagenet_bench': [python, '-m', 'ffcv.tools.cli', 'bench', str(files['train']), '--json', '--pipeline',
-                           'train', '--res', str(size['imagenet_res']), '--batch-size', str(size['imagenet_batch']),
-                           '--num-workers', str(size['imagenet_workers']),
-                           '--batches', str(size['imagenet_bench_batches'])],
-        'model': [python, 'scripts/gpu_check_model.py', '--arch', 'resnet18', '--batch-size',
+        'loader': [python, 'scripts/gpu_check_sides.py', 'loader', str(files['train']), '--batch-size',
+                   str(size['imagenet_batch']), '--res', str(size['imagenet_res']), '--workers',
+                   str(size['imagenet_workers']), '--epochs', str(size['loader_epochs']),
+                   '--out', str(out / 'loader.json')],
+        'model': [python, 'scripts/gpu_check_sides.py', 'model', '--arch', 'resnet18', '--batch-size',
                   str(size['imagenet_batch']), '--res', str(size['imagenet_res']), '--steps', str(size['model_steps']),
                   '--warmup', str(size['model_warmup']), '--out', str(out / 'model.json')],
         'imagenet_train': [python, *imagenet, f'--training.epochs={size["imagenet_epochs"]}',
@@ -375,11 +375,12 @@ def bench_report(run: Run, name: str) -> dict:
             'stages': {s['stage']: round(s['images_per_s']) for f in report['fields'] for s in f['stages']}}
 
 
-def model_alone(run: Run) -> dict:
-    result = run.program('model')
+def side_alone(run: Run, name: str) -> dict:
+    """Run step `name` ('loader' or 'model': scripts/gpu_check_sides.py) and keep its figures."""
+    result = run.program(name)
     if result['status'] != 'ok':
         return result
-    return {**result, **json.loads((run.out / 'model.json').read_text())}
+    return {**result, **json.loads((run.out / f'{name}.json').read_text())}
 
 
 def imagenet_train(run: Run) -> dict:
@@ -442,17 +443,16 @@ def summary_rows(run: Run) -> List[tuple]:
                      f"{rn18['images_per_s']:,.0f}", f"{published['images_per_s']:,.0f}", f"{rn18['ratio']:.3g}x"))
         rows.append(('  first epoch (compilation, warm-up): images/s', f"{rn18['first_epoch_images_per_s']:,.0f}",
                      '', ''))
-    bench, model = step('imagenet_bench'), step('model')
-    if 'images_per_s' in bench:
-        copy = ' + ToDevice' if bench['device'] else ''
-        rows.append((f"  loader alone (ffcv bench, RandomResizedCrop{copy}, {SIZES[run.mode]['imagenet_workers']} "
-                     'workers): images/s', f"{bench['images_per_s']:,.0f}", '', ''))
+    loader, model = step('loader'), step('model')
+    if 'images_per_s' in loader:
+        rows.append((f"  loader alone (the recipe's, {loader['workers']} workers, no model): images/s",
+                     f"{loader['images_per_s']:,.0f}", '', ''))
     if 'images_per_s' in model:
         rows.append(('  model alone (train steps on batches already on the device): images/s',
                      f"{model['images_per_s']:,.0f}", '', ''))
-    if 'images_per_s' in bench and 'images_per_s' in model:
+    if 'images_per_s' in loader and 'images_per_s' in model:
         device = ' (GPU)' if model['device'].startswith('cuda') else ''
-        slower = 'the loader' if bench['images_per_s'] < model['images_per_s'] else f'the model{device}'
+        slower = 'the loader' if loader['images_per_s'] < model['images_per_s'] else f'the model{device}'
         rows.append(('  limited by', slower, '', ''))
     dist = step('torchrun')
     if dist.get('status') == 'ok':
@@ -513,10 +513,10 @@ def main(argv=None) -> int:
         run.step('imagenet_data', f"ImageNet-like data: {size['imagenet_train']:,} train + {size['imagenet_val']:,} "
                  f"val images, longer side {size['imagenet_side']} px",
                  lambda: {'status': 'ok', 'files': write_imagenet_like(data / 'imagenet', size)}, gpu)
-        run.step('imagenet_bench', 'ffcv bench of the ImageNet-like train file (the recipe\'s loader alone)',
-                 lambda: bench_report(run, 'imagenet_bench'), ['imagenet_data'])
+        run.step('loader', f"the recipe's train loader alone, {size['loader_epochs']} epochs",
+                 lambda: side_alone(run, 'loader'), ['imagenet_data'])
         run.step('model', f"ResNet-18 train steps alone, batch {size['imagenet_batch']} at {size['imagenet_res']} px",
-                 lambda: model_alone(run), gpu)
+                 lambda: side_alone(run, 'model'), gpu)
         run.step('imagenet_train', f"train_imagenet.py, ResNet-18, {size['imagenet_epochs']} epochs at "
                  f"{size['imagenet_res']} px", lambda: imagenet_train(run), ['imagenet_data'])
         run.step('torchrun', f"torchrun: {'gloo' if args.dry_run else 'NCCL'}, {size['ddp_steps']} DDP steps, "

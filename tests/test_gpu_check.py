@@ -16,7 +16,7 @@ from ffcv.runs.config import parse_config, settings_of
 from ffcv.transforms import Convert, ToDevice, ToTensor, ToTorchImage
 from helpers import ROOT, load_script
 
-STEPS = ['gpu', 'cuda_tests', 'cifar_data', 'cifar_train', 'cifar_bench', 'imagenet_data', 'imagenet_bench', 'model',
+STEPS = ['gpu', 'cuda_tests', 'cifar_data', 'cifar_train', 'cifar_bench', 'imagenet_data', 'loader', 'model',
          'imagenet_train', 'torchrun']
 
 
@@ -94,8 +94,9 @@ def test_dry_run(tmp_path):
     assert cifar['ratio'] == pytest.approx(cifar['images_per_s'] / results['published']['cifar']['images_per_s'])
     assert rn18['epochs'] == 2 and rn18['resolution'] == 32 and rn18['images_per_epoch'] == 16
     assert steps['cifar_bench']['device'] is None and steps['cifar_bench']['batch_size'] == 16
-    bench, model = steps['imagenet_bench'], steps['model']  # the recipe's two sides apart, at its settings
-    assert bench['batch_size'] == 8 and bench['images_per_s'] > 0 and 'RandomResizedCrop' in ' '.join(bench['stages'])
+    loader, model = steps['loader'], steps['model']  # the recipe's two sides apart, at its settings
+    assert (loader['batch_size'], loader['resolution'], loader['workers'], loader['epochs']) == (8, 32, 2, 2)
+    assert loader['images_per_epoch'] == 16 and loader['images_per_s'] == loader['epoch_images_per_s'][1] > 0
     assert (model['arch'], model['batch_size'], model['resolution'], model['steps']) == ('resnet18', 8, 32, 2)
     assert model['device'] == 'cpu' and model['images_per_s'] > 0 and np.isfinite(model['last_loss'])
     torchrun = steps['torchrun']
