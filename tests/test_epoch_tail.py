@@ -200,6 +200,72 @@ def test_later_epochs_start_on_every_worker_at_once(dataset):
         max(samples for _, samples in delay.calls[:2]) == list(range(8, 16))  # batches 0 and 1 began together
 
 
+class CollectorWatch(SlowDecoder):
+    """The delay decoder, recording (samples, whether Python's garbage collector is enabled) per call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def generate_code(self):
+        decode = super().generate_code()
+
+        def watched(indices, destination, metadata, storage_state):
+            self.seen.append((indices.tolist(), gc.isenabled()))
+            return decode(indices, destination, metadata, storage_state)
+        watched.python_code = True
+        watched.per_sample = True
+        return watched
+
+
+def watched_loader(dataset, **kwargs):
+    watch = CollectorWatch(**kwargs)
+    loader = Loader(dataset, batch_size=8, num_workers=2, order=OrderOption.SEQUENTIAL,
+                    pipelines=only(delay=[watch, ToTensor()]))
+    return watch, loader
+
+
+def test_the_collector_is_held_off_during_the_first_batch_only(dataset):
+    """The loader's first batch (kernel loading in a fresh process) runs without Python's cyclic collector
+    (a full collection over torch's objects was ~40% of that wait); every later batch, and the consumer
+    once it has the first batch, run with it."""
+    assert gc.isenabled()
+    watch, loader = watched_loader(dataset)
+    iterator = iter(loader)
+    next(iterator)
+    assert gc.isenabled()
+    for _ in iterator:
+        pass
+    first_epoch = list(watch.seen)
+    for _ in loader:  # a later epoch
+        pass
+    head = [(samples, enabled) for samples, enabled in first_epoch if min(samples) < 8]
+    rest = [(samples, enabled) for samples, enabled in first_epoch if min(samples) >= 8] + watch.seen[len(first_epoch):]
+    assert len(head) == 2 and not any(enabled for _, enabled in head)  # the first batch, in parts (one per worker)
+    assert all(enabled for _, enabled in rest)  # the other batches, and every batch of the next epoch
+    assert sorted(i for samples, _ in rest for i in samples) == sorted([*range(8, COUNT), *range(COUNT)])
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_by_the_user_stays_disabled(dataset):
+    watch, loader = watched_loader(dataset)
+    gc.disable()
+    try:
+        for _ in loader:
+            pass
+        assert not gc.isenabled() and not any(enabled for _, enabled in watch.seen)
+    finally:
+        gc.enable()
+
+
+def test_the_collector_comes_back_after_a_failed_first_batch(dataset):
+    watch, loader = watched_loader(dataset, fail_on=[3])
+    with pytest.raises(OSError, match='cannot read sample 3'):
+        for _ in loader:
+            pass
+    assert gc.isenabled() and watch.seen and not any(enabled for _, enabled in watch.seen)
+
+
 def test_share_parts_off_builds_every_batch_whole(dataset, monkeypatch):
     """The switch benchmarks/bench_epoch_tail.py measures against: no head, no tail, one call per batch."""
     from ffcv.loader import epoch_iterator
