@@ -263,8 +263,7 @@ def _worker(state: _EpochState) -> None:
             continue
         try:
             # the head (a loader's first batch) is cleared only when this thread publishes it
-            with _first_batch_pause if batch == state.head else contextlib.nullcontext():
-                result = _build_batch(state, batch)
+            result = _build_batch(state, batch, head=batch == state.head)
         except BaseException as exc:  # noqa: B902 - handed to the consumer, never lost
             indices = state.batches[batch]
             shown = ', '.join(str(int(i)) for i in indices[:8]) + (', ...' if len(indices) > 8 else '')
@@ -276,23 +275,27 @@ def _worker(state: _EpochState) -> None:
         state.publish(batch, result)
 
 
-def _build_batch(state: _EpochState, batch: int):
+def _build_batch(state: _EpochState, batch: int, head: bool = False):
     slot = batch % state.slots
     indices = state.batches[batch]
-    state.context.start_batch(batch)
+    state.context.start_batch(batch)  # a remote file: waits for the pages, with the collector on
     try:
-        if state.use_cuda:
-            stream = state.streams[slot]
-            release = state.release_events[slot]
-            if release is not None:
-                stream.wait_event(release)  # the consumer is done with this slot's previous batch
-            with torch.cuda.stream(stream):
-                outputs = _run_pipelines(state, slot, indices)
-                state.ready_events[slot].record(stream)
-        else:
-            outputs = _run_pipelines(state, slot, indices)
+        with _first_batch_pause if head else contextlib.nullcontext():
+            return _run_batch(state, slot, indices)
     finally:
         state.context.end_batch(batch)
+
+
+def _run_batch(state: _EpochState, slot: int, indices: np.ndarray):
+    if not state.use_cuda:
+        return _run_pipelines(state, slot, indices)
+    stream = state.streams[slot]
+    release = state.release_events[slot]
+    if release is not None:
+        stream.wait_event(release)  # the consumer is done with this slot's previous batch
+    with torch.cuda.stream(stream):
+        outputs = _run_pipelines(state, slot, indices)
+        state.ready_events[slot].record(stream)
     return outputs
 
 
