@@ -98,6 +98,7 @@ class BasicDecoder(Operation):
             return destination
         decode.python_code = True
         decode.per_sample = True
+        decode.reads_heap = False
         return decode
 
 

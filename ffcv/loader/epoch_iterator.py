@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gc
 import threading
 import weakref
@@ -120,20 +121,19 @@ class _EpochState:
 
     def _claim(self, parts: '_SharedParts') -> Optional[int]:
         """Number of the next part of `parts` to run, None if none is left (call with the condition held)."""
-        if parts.failed or self.closed or parts.claimed == len(parts.bounds):
+        if parts.failed or self.closed or parts.claimed == len(parts.tasks):
             return None
         k = parts.claimed
         parts.claimed += 1
-        if parts.claimed == len(parts.bounds) and parts in self.shared_parts:
+        if parts.claimed == len(parts.tasks) and parts in self.shared_parts:
             self.shared_parts.remove(parts)
         return k
 
     def run_part(self, parts: '_SharedParts', k: int) -> None:
         """Run part k of `parts` (in any thread) and record its result or error."""
-        start, stop = parts.bounds[k]
         error = None
         try:
-            parts.results[k] = parts.part(start, stop)
+            parts.results[k] = parts.tasks[k]()
         except BaseException as exc:  # noqa: B902 - raised by the part's owner
             error = exc
         with self.condition:
@@ -145,22 +145,36 @@ class _EpochState:
                     self.shared_parts.remove(parts)
             self.condition.notify_all()
 
-    def run_parts(self, part: Callable, count: int) -> list:
+    def run_parts(self, part: Callable, count: int, gate=None) -> list:
         """Results of ``part(start, stop)`` over rows 0:count, in order: one call while batches are left to
         take; in the epoch's head and tail, parts that idle workers may run too (this thread runs parts until
-        none is left, then waits for those others run)."""
+        none is left, then waits for those others run). With `gate` (a `RowGate`: the batch's bytes are still
+        arriving), each part decodes the next rows whose bytes have arrived (then the results are in the order
+        the parts ran, each a run's of rows)."""
         size = max(4, -(-count // (8 * self.num_threads)))
+        if gate is not None:  # the first part takes the first row to arrive: it loads the kernels meanwhile
+            claimed = np.zeros(count, bool)
+            sizes = [1] + [size] * ((count - 1) // size) + [(count - 1) % size] * ((count - 1) % size > 0)
+            return self._share([functools.partial(_run_arrived, part, gate, claimed, n) for n in sizes])
+        if count <= size:
+            return [part(0, count)]
+        return self._share([functools.partial(part, a, min(a + size, count)) for a in range(0, count, size)],
+                           whole=functools.partial(part, 0, count))
+
+    def _share(self, tasks: List[Callable], whole: Optional[Callable] = None) -> list:
+        """The results of `tasks`, in order, offered to idle workers too in the epoch's head and tail; else
+        run by this thread: `whole` (the same work in one call) if given, else each task."""
         with self.condition:
             shared = self.share_parts and self.num_threads > 1 and not self.stopped and (
                 self.head is not None or self.next_batch >= len(self.batches))
-            if not shared or count <= size:
+            if not shared:
                 parts = None
             else:
-                parts = _SharedParts(part, [(a, min(a + size, count)) for a in range(0, count, size)])
+                parts = _SharedParts(tasks)
                 self.shared_parts.append(parts)
                 self.condition.notify_all()
         if parts is None:
-            return [part(0, count)]
+            return [whole()] if whole is not None else [task() for task in tasks]
         while True:
             with self.condition:
                 k = self._claim(parts)
@@ -173,7 +187,7 @@ class _EpochState:
             self.run_part(parts, k)
         if parts.error is not None:
             raise parts.error[1]
-        if parts.finished < len(parts.bounds):
+        if parts.finished < len(parts.tasks):
             raise RuntimeError('the loader was closed while this batch was built')
         return parts.results
 
@@ -206,14 +220,14 @@ class _EpochState:
 
 
 class _SharedParts:
-    """One per-sample decode of a batch in the tail, split into parts of rows (`bounds`) for any worker."""
+    """One per-sample decode of a batch in the head or the tail, split into parts (`tasks`: calls decoding
+    some of its rows) for any worker."""
 
-    def __init__(self, part: Callable, bounds: List[Tuple[int, int]]):
-        self.part = part                   # part(start, stop) -> result
-        self.bounds = bounds
+    def __init__(self, tasks: List[Callable]):
+        self.tasks = tasks
         self.claimed = 0                   # parts handed out (in order)
         self.finished = 0                  # parts done or failed
-        self.results: list = [None] * len(bounds)
+        self.results: list = [None] * len(tasks)
         self.error: Optional[Tuple[int, BaseException]] = None  # (part, exception) of the first part failing
 
     @property
@@ -228,7 +242,8 @@ class _CollectorPause:
     process tips Python into a full collection over every object torch created (0.15-0.35 s on 2 cores,
     about 40% of the wait for the first batch), while every thread waits for the kernels. Held off, no full
     collection came in the next two epochs either. The collector is re-enabled when the last builder of a
-    first batch finishes (also on error), and only if it was enabled when the first one started.
+    first batch finishes (also on error), and only if it was enabled when the first one started. A remote
+    file's first batch is decoded as its bytes arrive, so there the pause also spans those waits.
     """
 
     def __init__(self):
@@ -278,35 +293,58 @@ def _worker(state: _EpochState) -> None:
 def _build_batch(state: _EpochState, batch: int, head: bool = False):
     slot = batch % state.slots
     indices = state.batches[batch]
-    state.context.start_batch(batch)  # a remote file: waits for the pages, with the collector on
+    start_early = getattr(state.context, 'start_batch_early', None) if head else None
+    if start_early is not None:
+        # A loader's first batch from a remote file: its rows are decoded as their bytes arrive (the first
+        # batch of a small file needs nearly every page)
+        gate = start_early(batch, indices)
+    else:
+        gate = None
+        state.context.start_batch(batch)  # a remote file: waits for the pages, with the collector on
     try:
         with _first_batch_pause if head else contextlib.nullcontext():
-            return _run_batch(state, slot, indices)
+            return _run_batch(state, slot, indices, gate)
     finally:
         state.context.end_batch(batch)
 
 
-def _run_batch(state: _EpochState, slot: int, indices: np.ndarray):
+def _run_arrived(part: Callable, gate, claimed: np.ndarray, count: int):
+    """``part(start, stop)`` over the next `count` rows whose bytes have arrived (`gate`, a `RowGate`, hands
+    them out; `claimed`: the rows already handed out), run by run of consecutive rows; the first run's result."""
+    rows = gate.take(claimed, count)
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)
+    return [part(int(run[0]), int(run[-1]) + 1) for run in runs][0]
+
+
+def _run_batch(state: _EpochState, slot: int, indices: np.ndarray, gate=None):
     if not state.use_cuda:
-        return _run_pipelines(state, slot, indices)
+        return _run_pipelines(state, slot, indices, gate)
     stream = state.streams[slot]
     release = state.release_events[slot]
     if release is not None:
         stream.wait_event(release)  # the consumer is done with this slot's previous batch
     with torch.cuda.stream(stream):
-        outputs = _run_pipelines(state, slot, indices)
+        outputs = _run_pipelines(state, slot, indices, gate)
         state.ready_events[slot].record(stream)
     return outputs
 
 
-def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray):
+def _run_pipelines(state: _EpochState, slot: int, indices: np.ndarray, gate=None):
+    """Every pipeline on one batch; with `gate` (a `RowGate`), decoders that run in parts of rows decode
+    rows as their bytes arrive, the others wait for the whole batch."""
     storage_state = state.context.state
     results, shared = [None] * len(state.pipelines), {}
     for index in state.run_order:
         pipeline = state.pipelines[index]
+        run_parts = state.run_parts
+        if gate is not None and pipeline.reads_heap:
+            if pipeline.decodes_in_parts:
+                run_parts = functools.partial(state.run_parts, gate=gate)
+            else:
+                gate.wait(range(indices.shape[0]))
         try:
             result = pipeline.run(slot, indices, state.columns[index], storage_state, state.seed, state.epoch, shared,
-                                  state.run_parts)
+                                  run_parts)
             finisher = state.finishers[index]
             if finisher is not None:
                 result = finisher.operation.finish_output(result, select_buffer(finisher.buffers, slot,

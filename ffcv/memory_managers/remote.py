@@ -97,11 +97,11 @@ class RemoteCacheManager(ProcessCacheManager):
             self._check = _VersionCheck(self.remote)
         self._epochs += 1
 
-    def _fetch(self, page: int, size: int, destination: memoryview) -> None:
+    def _fetch(self, page: int, size: int, destination: memoryview, on_part=None) -> None:
         check = self._check
         if check is not None and check.error is not None:
             raise check.error
-        self.store.load(page, size, destination)
+        self.store.load(page, size, destination, on_part)
 
     def _page_cache(self, schedule: EpochSchedule, memory: np.ndarray) -> _PageCache:
         return _PageCache(self.reader.file_name, self.page_size, self.page_shift, schedule, self._page_ends,

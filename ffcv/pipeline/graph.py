@@ -37,6 +37,7 @@ class Step:
     with_indices: bool = False
     with_seeds: bool = False
     per_sample: bool = False        # decoder only: its code declares that row i depends on sample i alone
+    reads_heap: bool = True         # decoder only: it may read data pages (False: the metadata alone)
     allocation: object = None       # None, AllocationQuery, or tuple of them (this epoch)
     buffers: object = None          # per-slot buffers matching `allocation`
     state: Optional[State] = None   # output state (this epoch)
@@ -52,6 +53,7 @@ class Step:
         self.with_indices = bool(getattr(code, 'with_indices', False))
         self.with_seeds = bool(getattr(code, 'with_seeds', False))
         self.per_sample = self.position == 0 and getattr(code, 'per_sample', False) is True
+        self.reads_heap = self.position == 0 and getattr(code, 'reads_heap', True) is not False
         if getattr(code, 'seed_key', None) is not None:  # ops sharing draws across pipelines (mixup)
             self.key = int(code.seed_key)
         self.function = Compiler.compile(code) if self.state.jit_mode else code
@@ -140,6 +142,27 @@ class OutputPipeline:
     def describe(self, step: Step) -> str:
         kind = 'decoder' if step.position == 0 else f'step {step.position}'
         return f"pipeline '{self.name}', {kind} ({step.operation!r})"
+
+    @property
+    def reads_heap(self) -> bool:
+        """Whether the decoder may read the file's data pages (not a branch's, nor one declaring
+        ``reads_heap = False``: it reads the metadata alone)."""
+        if self.source is not None or not self.steps:
+            return False
+        step = self.steps[0]
+        if step.group is not None:
+            return getattr(step.group.function, 'reads_heap', True) is not False
+        return step.reads_heap
+
+    @property
+    def decodes_in_parts(self) -> bool:
+        """Whether the decoder runs through `run_parts` when given one (it declares ``per_sample = True``)."""
+        if self.source is not None or not self.steps:
+            return False
+        step = self.steps[0]
+        if step.group is not None:
+            return getattr(step.group.function, 'per_sample', False) is True
+        return step.per_sample
 
     @property
     def uses_cuda(self) -> bool:

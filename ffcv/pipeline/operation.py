@@ -25,6 +25,8 @@ An operation is set up once per epoch and then run once per batch:
      buffers, one of them). The loader may then decode a batch in parts of rows, on several threads
      (the end of an epoch, when threads would otherwise wait): the bytes are the same. Not set, a
      decoder always receives whole batches.
+   * ``reads_heap = False`` (ours, decoders): the function reads the metadata alone, never
+     `storage_state` (a field stored in the metadata row); a batch being fetched need not wait for it.
 
    Functions of operations whose output state has ``jit_mode=True`` are compiled with numba
    (nopython, nogil) unless compilation is disabled (`Compiler.set_enabled(False)` or the

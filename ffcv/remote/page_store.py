@@ -78,10 +78,11 @@ class PageStore:
     def _path(self, page: int) -> str:
         return os.path.join(self.folder, f'{page:08d}.page')
 
-    def load(self, page: int, size: int, destination: memoryview) -> None:
-        """Fill ``destination[:size]`` with the first `size` bytes of page `page` (disk, else remote)."""
+    def load(self, page: int, size: int, destination: memoryview, on_part=None) -> None:
+        """Fill ``destination[:size]`` with the first `size` bytes of page `page` (disk, else remote);
+        `on_part(start, stop)`: see `RemoteFile.read_into` (called only for bytes fetched from the remote)."""
         if self.folder is None:
-            self._fetch(page, destination[:size])
+            self._fetch(page, destination[:size], on_part)
             return
         if self._read_cached(page, size, destination):
             return
@@ -90,14 +91,14 @@ class PageStore:
                 with self._lock:
                     self.stats['waits'] += 1
                 return
-            self._fetch(page, destination[:size])
+            self._fetch(page, destination[:size], on_part)
             try:
                 self._store(page, destination[:size])
             except OSError as exc:  # a full or failing cache disk slows training down; it does not stop it
                 self._store_failed(exc)
 
-    def _fetch(self, page: int, destination: memoryview) -> None:
-        self.remote.read_into(page * self.page_size, destination)
+    def _fetch(self, page: int, destination: memoryview, on_part=None) -> None:
+        self.remote.read_into(page * self.page_size, destination, on_part)
         with self._lock:
             self.stats['fetches'] += 1
 

@@ -257,9 +257,12 @@ class RemoteFile:
         self.read_into(offset, memoryview(buffer))
         return bytes(buffer)
 
-    def read_into(self, offset: int, destination) -> None:
+    def read_into(self, offset: int, destination, on_part: Optional[Callable[[int, int], None]] = None) -> None:
         """Fill `destination` (a writable buffer of n bytes) with bytes ``[offset, offset + n)`` of the object,
-        each response written straight into it (retried; `RemoteFileError` on failure)."""
+        each response written straight into it (retried; `RemoteFileError` on failure). `on_part(start, stop)`,
+        if given, is called (on fsspec's event loop thread) as each part ``destination[start:stop]`` is
+        complete, so a reader may use those bytes before the rest arrives; after a retry, the parts are
+        fetched and announced again (the same bytes: every response is checked to be of the version opened)."""
         view = memoryview(destination).cast('B')
         size = view.nbytes
         if size == 0:
@@ -268,17 +271,17 @@ class RemoteFile:
             raise RemoteFileError(self.url, f'read of bytes [{offset}, {offset + size}) past the end of the '
                                   f'object ({self.size} bytes)')
         what = f'reading bytes [{offset}, {offset + size})'
-        self._retrying(what, self._read_once, offset, view)
+        self._retrying(what, self._read_once, offset, view, on_part)
         with self._lock:
             self.stats['requests'] += 1
             self.stats['bytes'] += size
 
-    def _read_once(self, offset: int, view: memoryview) -> None:
+    def _read_once(self, offset: int, view: memoryview, on_part=None) -> None:
         if self.protocol in ('http', 'https'):
-            self._run(self._in_parts, self._http_range, offset, view)
+            self._run(self._in_parts, self._http_range, offset, view, on_part)
             return
         if self.protocol in ('s3', 's3a'):
-            self._run(self._in_parts, self._s3_range, offset, view)
+            self._run(self._in_parts, self._s3_range, offset, view, on_part)
             return
         end = offset + view.nbytes
         if getattr(self.fs, 'async_impl', False):
@@ -288,18 +291,24 @@ class RemoteFile:
         if len(data) != view.nbytes:
             raise _Transient(f'short read: {len(data)} of {view.nbytes} bytes at offset {offset}')
         view[:] = data
+        if on_part is not None:
+            on_part(0, view.nbytes)
 
-    async def _in_parts(self, fetch, offset: int, view: memoryview) -> None:
+    async def _in_parts(self, fetch, offset: int, view: memoryview, on_part=None) -> None:
         """``fetch(start, part view)`` over `view` (the bytes from `offset` on) as concurrent requests of at
         most `part_size` bytes each, at most `connections` of them in flight for the whole file, first come
         first served (the parts of the pages asked for first go first instead of sharing the bandwidth with
-        those of every later page)."""
+        those of every later page); ``on_part(start, stop)`` after each part, `start` and `stop` relative
+        to `view`."""
         if self._slots is None:  # (created on fsspec's event loop, where every request runs)
             self._slots = asyncio.Semaphore(self.options.connections)
 
         async def one(start: int) -> None:
             async with self._slots:
-                await fetch(offset + start, view[start:start + self.options.part_size])
+                part = view[start:start + self.options.part_size]
+                await fetch(offset + start, part)
+            if on_part is not None:
+                on_part(start, start + part.nbytes)
 
         tasks = [asyncio.ensure_future(one(start)) for start in range(0, view.nbytes, self.options.part_size)]
         try:

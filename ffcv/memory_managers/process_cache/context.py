@@ -9,6 +9,11 @@ under one condition variable:
   readers (in reading order, so the pages of the oldest batches always get memory first and the schedule
   cannot deadlock), then waits until the pages of ``b`` are resident, one of them failed (OSError), or the
   context is closed.
+* ``start_batch_early(b, indices)`` (pages fetched from elsewhere, see `fetch`): the same without the wait;
+  it returns a `RowGate` whose ``wait(rows)`` blocks until the bytes of those rows have arrived, so a
+  batch can be decoded while its pages come in (a remote file's first batch needs nearly every page of a
+  small file). A fetch announces each part of a page as it completes; the page is in ``page_table`` from
+  its first part on, and only rows whose every byte has arrived are handed to decoders.
 * ``end_batch(b)`` drops one use of each load of ``b``; a load whose every batch has ended gives its
   frame back and the next waiting loads are handed out. A page is loaded again (a reload) only once its
   previous load has given its frame back, so ``page_table`` always names one frame per page.
@@ -78,7 +83,8 @@ class _PageCache:
         self.threads: List[threading.Thread] = []
         self.fd: Optional[int] = None
         self.closed = False
-        self.fetch = fetch  # fetch(page, size, frame view): pages from elsewhere than a local file
+        self.fetch = fetch  # fetch(page, size, frame view, on_part): pages from elsewhere than a local file
+        self.arrived = {}   # load -> [(start, stop), ...]: parts of a page being fetched that are complete
         self.recycle: Optional[Callable[[np.ndarray], None]] = None  # takes the frames back for a later epoch
         if schedule.load_page.size and fetch is None:
             self.fd = open_file() if open_file is not None else os.open(file_name, os.O_RDONLY)
@@ -140,7 +146,7 @@ class _PageCache:
             load, page, frame = request
             error = None
             try:
-                count = self._read_page(page, frame)
+                count = self._read_page(page, frame, load)
             except Exception as exc:  # reported to the worker waiting for this page
                 error = exc
             with self.cond:
@@ -148,6 +154,7 @@ class _PageCache:
                     return
                 self.reading -= 1
                 self.progress += 1
+                self.arrived.pop(load, None)
                 if error is not None:
                     self.errors[load] = error
                     self.status[load] = FAILED
@@ -163,13 +170,13 @@ class _PageCache:
                     self.issue()
                 self.cond.notify_all()
 
-    def _read_page(self, page: int, frame: int) -> int:
-        """Read page `page` into frame `frame`; returns the bytes read."""
+    def _read_page(self, page: int, frame: int, load: int) -> int:
+        """Read page `page` into frame `frame` (for `load`); returns the bytes read."""
         offset = page << self.page_shift
         wanted = int(self.page_ends[page])
         view = memoryview(self.memory)[frame * self.page_size:(frame + 1) * self.page_size]
         if self.fetch is not None:
-            self.fetch(page, wanted, view)
+            self.fetch(page, wanted, view, lambda start, stop: self._part_arrived(load, page, frame, start, stop))
             return wanted
         done = 0
         try:
@@ -191,6 +198,44 @@ class _PageCache:
                           f'{wanted} bytes its samples need at offset {offset} (was the file truncated or '
                           'replaced after it was opened?)')
         return done
+
+    def _part_arrived(self, load: int, page: int, frame: int, start: int, stop: int) -> None:
+        """Bytes [start, stop) of a page being fetched by `load` are in its frame (see `RowGate`)."""
+        with self.cond:
+            if self.closed or self.status[load] != READING:
+                return
+            self.arrived.setdefault(load, []).append((start, stop))
+            self.page_table[page] = frame  # only rows whose bytes have all arrived are read before LOADED
+            self.progress += 1
+            self.cond.notify_all()
+
+    def raise_if_failed(self, batch: int, loads: np.ndarray) -> None:
+        """Raise the error of a failed load of `batch`, or if the batch cannot be served (with cond held)."""
+        status = self.status[loads]
+        failed = loads[status == FAILED]
+        if failed.size:
+            error = self.errors[int(failed[0])]
+            if hasattr(error, 'url'):  # a remote file's error: already names the URL and the problem
+                raise type(error)(error.url, error.problem) from error
+            if isinstance(error, OSError):
+                raise OSError(error.errno, error.strerror) from error
+            page = int(self.schedule.load_page[failed[0]])
+            raise RuntimeError(f'{self.file_name}: reading page {page} failed: {error!r}') from error
+        if (status == RELEASED).any():
+            raise RuntimeError(f'batch {batch} was started after end_batch({batch}) released its pages')
+        if (status == READING).any() and not any(thread.is_alive() for thread in self.threads):
+            raise RuntimeError(f'{self.file_name}: the page reader threads stopped unexpectedly')
+
+    def raise_if_closed(self, batch: int) -> None:
+        if self.closed:
+            raise ContextClosedError(f'{self.file_name}: batch {batch} was requested from a closed memory '
+                                     'context (the epoch was abandoned)')
+
+    def mark_started(self, batch: int) -> None:
+        if not self.started[batch]:
+            self.started[batch] = True
+            self.active += 1
+            self.progress += 1
 
     # -- shutdown --
 
@@ -222,6 +267,93 @@ class _PageCache:
             self.recycle(memory)
 
 
+def _covered(parts: list, start: int, stop: int) -> bool:
+    """Whether the union of the intervals `parts` covers [start, stop)."""
+    reached = start
+    for a, b in sorted(parts):
+        if a > reached:
+            break
+        reached = max(reached, b)
+        if reached >= stop:
+            return True
+    return reached >= stop
+
+
+class RowGate:
+    """The rows of a batch started by `ProcessCacheContext.start_batch_early`: which have their bytes in memory.
+
+    Parameters
+    ----------
+    cache : _PageCache
+    batch : int
+    loads : np.ndarray
+        The loads serving the batch.
+    spans : tuple
+        `sample_spans` of the batch's samples: the byte ranges of each row's data in its pages.
+    """
+
+    def __init__(self, cache: _PageCache, batch: int, loads: np.ndarray, spans: tuple):
+        self._cache = cache
+        self.batch = batch
+        self._loads = loads
+        self._offsets, pages, self._starts, self._stops = spans
+        load_of_page = {int(cache.schedule.load_page[load]): int(load) for load in loads}
+        self._span_loads = np.array([load_of_page[int(page)] for page in pages], np.int64)
+        self._ready = np.zeros(self._offsets.size - 1, bool)
+        self.num_rows = self._ready.size
+
+    def _row_ready(self, row: int) -> bool:
+        cache = self._cache
+        for k in range(self._offsets[row], self._offsets[row + 1]):
+            load = self._span_loads[k]
+            state = cache.status[load]
+            if state == LOADED:
+                continue
+            if state != READING or not _covered(cache.arrived.get(int(load), ()), self._starts[k], self._stops[k]):
+                return False
+        return True
+
+    def take(self, claimed: np.ndarray, count: int) -> np.ndarray:
+        """The first `count` rows not yet `claimed` (fewer when fewer are left) whose bytes are in memory,
+        marked claimed, in order, once there are that many; raise as `start_batch` does if a page failed or
+        the context closed."""
+        cache = self._cache
+        with cache.cond:
+            while True:
+                cache.raise_if_closed(self.batch)
+                unclaimed = np.flatnonzero(~claimed)
+                wanted = min(count, unclaimed.size)
+                ready = []
+                for row in unclaimed:
+                    if not self._ready[row]:
+                        self._ready[row] = self._row_ready(row)
+                    if self._ready[row]:
+                        ready.append(row)
+                        if len(ready) == wanted:
+                            break
+                if len(ready) == wanted:
+                    rows = np.array(ready, np.int64)
+                    claimed[rows] = True
+                    return rows
+                cache.raise_if_failed(self.batch, self._loads)
+                cache.cond.wait(_WAIT_S)
+
+    def wait(self, rows) -> None:
+        """Return once the bytes of every row in `rows` are in memory; raise as `start_batch` does if a page
+        failed or the context closed."""
+        cache = self._cache
+        with cache.cond:
+            while True:
+                cache.raise_if_closed(self.batch)
+                pending = [row for row in rows if not self._ready[row]]
+                for row in pending:
+                    self._ready[row] = self._row_ready(row)
+                if self._ready[pending].all():
+                    return
+                cache.raise_if_failed(self.batch, self._loads)
+                cache.cond.wait(_WAIT_S)
+
+
 class ProcessCacheContext(MemoryContext):
     """Memory of one epoch read by `ProcessCacheManager` (see the module docstring).
 
@@ -233,8 +365,10 @@ class ProcessCacheContext(MemoryContext):
         Pages per batch and their first and last use.
     """
 
-    def __init__(self, cache: _PageCache, sorted_ptrs: np.ndarray, sorted_sizes: np.ndarray):
+    def __init__(self, cache: _PageCache, sorted_ptrs: np.ndarray, sorted_sizes: np.ndarray,
+                 spans: Optional[Callable[[np.ndarray], tuple]] = None):
         self._cache = cache
+        self._spans = spans  # the byte ranges of samples in their pages (for `start_batch_early`)
         self.schedule = cache.schedule
         self.num_frames = cache.schedule.num_frames
         self._state = (cache.memory, cache.page_table, np.int64(cache.page_shift), sorted_ptrs, sorted_sizes)
@@ -256,31 +390,13 @@ class ProcessCacheContext(MemoryContext):
         stalled = 0
         with cache.cond:
             while True:
-                if cache.closed:
-                    raise ContextClosedError(f'{cache.file_name}: batch {batch} was requested from a closed '
-                                             'memory context (the epoch was abandoned)')
+                cache.raise_if_closed(batch)
                 cache.issue_limit = max(cache.issue_limit, batch + cache.prefetch)
                 cache.issue()
-                status = cache.status[loads]
-                if (status == LOADED).all():
-                    if not cache.started[batch]:
-                        cache.started[batch] = True
-                        cache.active += 1
-                        cache.progress += 1
+                if (cache.status[loads] == LOADED).all():
+                    cache.mark_started(batch)
                     return
-                failed = loads[status == FAILED]
-                if failed.size:
-                    error = cache.errors[int(failed[0])]
-                    if hasattr(error, 'url'):  # a remote file's error: already names the URL and the problem
-                        raise type(error)(error.url, error.problem) from error
-                    if isinstance(error, OSError):
-                        raise OSError(error.errno, error.strerror) from error
-                    page = int(cache.schedule.load_page[failed[0]])
-                    raise RuntimeError(f'{cache.file_name}: reading page {page} failed: {error!r}') from error
-                if (status == RELEASED).any():
-                    raise RuntimeError(f'batch {batch} was started after end_batch({batch}) released its pages')
-                if (status == READING).any() and not any(thread.is_alive() for thread in cache.threads):
-                    raise RuntimeError(f'{cache.file_name}: the page reader threads stopped unexpectedly')
+                cache.raise_if_failed(batch, loads)
                 seen = cache.progress
                 cache.cond.wait(_WAIT_S)
                 # Nothing being read and no batch in progress: only a batch that never starts could
@@ -293,6 +409,30 @@ class ProcessCacheContext(MemoryContext):
                         'are held by pages of batches that have not started, and no batch in progress can '
                         'free one. An epoch resumed at batch k must be scheduled with '
                         'schedule_epoch(batches, first_batch=k)')
+
+    def start_batch_early(self, batch: int, indices: np.ndarray) -> Optional['RowGate']:
+        """`start_batch` without waiting for the pages to arrive, where pages are fetched in parts (a remote
+        file): returns a `RowGate` telling when the bytes of each row (sample ``indices[row]``) are in
+        memory, or None once the batch's pages are all in memory (then as `start_batch`). With pages read
+        from a local file, simply `start_batch` (None)."""
+        cache = self._cache
+        if cache.fetch is None or self._spans is None:
+            self.start_batch(batch)
+            return None
+        loads = self._loads(batch)
+        spans = self._spans(indices)
+        with cache.cond:
+            cache.raise_if_closed(batch)
+            cache.issue_limit = max(cache.issue_limit, batch + cache.prefetch)
+            cache.issue()
+            status = cache.status[loads]
+            # (a load still waiting for a frame: start_batch waits for it; never so for a first batch)
+            if not (status == LOADED).all() and not (status == WAITING).any():
+                cache.raise_if_failed(batch, loads)
+                cache.mark_started(batch)
+                return RowGate(cache, batch, loads, spans)
+        self.start_batch(batch)
+        return None
 
     def end_batch(self, batch: int) -> None:
         """Batch `batch` no longer reads its pages; frames whose every batch ended are reused."""

@@ -1,6 +1,7 @@
 """`ProcessCacheManager`: the process reads the pages each batch needs into its own memory."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -11,7 +12,7 @@ import numpy as np
 
 from ..base import MemoryManager, check_unchanged, open_unchanged
 from .context import ProcessCacheContext, _PageCache
-from .schedule import EpochSchedule, build_schedule, page_data_ends
+from .schedule import EpochSchedule, build_schedule, page_data_ends, sample_spans
 
 # Names FFCV 1.0.2 also exposes from this module (code written for it imports them from here).
 from ...pipeline.compiler import Compiler  # noqa: F401
@@ -154,4 +155,5 @@ class ProcessCacheManager(MemoryManager):
         cache = self._page_cache(schedule, memory)
         cache.recycle = self._keep_frames
         cache.ended[:first_batch] = True
-        return ProcessCacheContext(cache, self.sorted_ptrs, self.sorted_sizes)
+        spans = functools.partial(sample_spans, self.reader.alloc_table, self.page_shift)
+        return ProcessCacheContext(cache, self.sorted_ptrs, self.sorted_sizes, spans)

@@ -39,6 +39,29 @@ def page_data_ends(alloc_table: np.ndarray, page_shift: int, num_pages: int) -> 
     return ends
 
 
+def sample_spans(alloc_table: np.ndarray, page_shift: int, indices: np.ndarray) -> tuple:
+    """Where the data of samples `indices` lies: ``(offsets, pages, starts, stops)``, row ``r``'s
+    (non-empty) allocations being ``pages[offsets[r]:offsets[r + 1]]`` with bytes ``[starts, stops)`` of
+    those pages."""
+    indices = np.asarray(indices, dtype=np.int64)
+    samples = alloc_table['sample_id'].astype(np.int64)
+    keep = (alloc_table['size'] > 0) & np.isin(samples, indices)
+    samples = samples[keep]
+    ptrs = alloc_table['ptr'][keep].astype(np.int64)
+    sizes = alloc_table['size'][keep].astype(np.int64)
+    by_sample = np.argsort(samples, kind='stable')
+    samples, ptrs, sizes = samples[by_sample], ptrs[by_sample], sizes[by_sample]
+    first = np.searchsorted(samples, indices, 'left')
+    last = np.searchsorted(samples, indices, 'right')
+    counts = last - first
+    offsets = np.zeros(indices.size + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    entries = np.repeat(first - offsets[:-1], counts) + np.arange(offsets[-1])  # rows may repeat a sample
+    pages = ptrs[entries] >> page_shift
+    starts = ptrs[entries] - (pages << page_shift)
+    return offsets, pages, starts, starts + sizes[entries]
+
+
 @dataclass
 class EpochSchedule:
     """Pages needed per batch, per-page timing and the loads of one epoch.
