@@ -121,16 +121,23 @@ def storage_options(url: str, options: RemoteOptions, own_retries: bool = True) 
     return result
 
 
-async def _fill(read, offset: int, view: memoryview) -> None:
+_PROGRESS_STEP = 1 << 20  # a part's arrival is announced every this many bytes (see `_fill`)
+
+
+async def _fill(read, offset: int, view: memoryview, progress: Optional[Callable[[int], None]] = None) -> None:
     """Copy a response body into `view` as its data arrives (``read(n)``: up to n more bytes, b'' at its end);
-    `_Transient` if the body ends short."""
-    done, size = 0, view.nbytes
+    `_Transient` if the body ends short. ``progress(done)``: the first `done` bytes are in, called every
+    `_PROGRESS_STEP` bytes and at the end."""
+    done, size, announced = 0, view.nbytes, 0
     while done < size:
         chunk = await read(size - done)
         if not chunk:
             raise _Transient(f'short read: {done} of {size} bytes at offset {offset}')
         view[done:done + len(chunk)] = chunk
         done += len(chunk)
+        if progress is not None and (done - announced >= _PROGRESS_STEP or done == size):
+            announced = done
+            progress(done)
 
 
 class RemoteFile:
@@ -261,8 +268,9 @@ class RemoteFile:
         """Fill `destination` (a writable buffer of n bytes) with bytes ``[offset, offset + n)`` of the object,
         each response written straight into it (retried; `RemoteFileError` on failure). `on_part(start, stop)`,
         if given, is called (on fsspec's event loop thread) as each part ``destination[start:stop]`` is
-        complete, so a reader may use those bytes before the rest arrives; after a retry, the parts are
-        fetched and announced again (the same bytes: every response is checked to be of the version opened)."""
+        complete (and as the first MiBs of a part arrive: ``stop`` grows for the same ``start``), so a reader
+        may use those bytes before the rest arrives; after a retry, the parts are fetched and announced again
+        (the same bytes: every response is checked to be of the version opened)."""
         view = memoryview(destination).cast('B')
         size = view.nbytes
         if size == 0:
@@ -298,17 +306,15 @@ class RemoteFile:
         """``fetch(start, part view)`` over `view` (the bytes from `offset` on) as concurrent requests of at
         most `part_size` bytes each, at most `connections` of them in flight for the whole file, first come
         first served (the parts of the pages asked for first go first instead of sharing the bandwidth with
-        those of every later page); ``on_part(start, stop)`` after each part, `start` and `stop` relative
-        to `view`."""
+        those of every later page); ``on_part(start, stop)`` as bytes [start, stop) of `view` are in (`start`:
+        where a part begins; `stop` grows as it arrives)."""
         if self._slots is None:  # (created on fsspec's event loop, where every request runs)
             self._slots = asyncio.Semaphore(self.options.connections)
 
         async def one(start: int) -> None:
+            progress = None if on_part is None else lambda done: on_part(start, start + done)
             async with self._slots:
-                part = view[start:start + self.options.part_size]
-                await fetch(offset + start, part)
-            if on_part is not None:
-                on_part(start, start + part.nbytes)
+                await fetch(offset + start, view[start:start + self.options.part_size], progress)
 
         tasks = [asyncio.ensure_future(one(start)) for start in range(0, view.nbytes, self.options.part_size)]
         try:
@@ -330,7 +336,7 @@ class RemoteFile:
             return {'size': int(size) if size is not None else None, 'ETag': response.headers.get('ETag'),
                     'Last-Modified': response.headers.get('Last-Modified'), 'type': 'file'}
 
-    async def _http_range(self, offset: int, view: memoryview) -> None:
+    async def _http_range(self, offset: int, view: memoryview, progress=None) -> None:
         headers = {'Range': f'bytes={offset}-{offset + view.nbytes - 1}'}
         if self.etag is not None and not self.etag.startswith('W/'):  # If-Match compares strong ETags only
             headers['If-Match'] = self.etag
@@ -345,16 +351,16 @@ class RemoteFile:
                                       'it must support range requests')
             tags = {kind: response.headers.get(kind) for kind in ('ETag', 'Last-Modified')}
             self._check_version(tags, response.headers.get('Content-Range'))
-            await _fill(response.content.read, offset, view)
+            await _fill(response.content.read, offset, view, progress)
 
-    async def _s3_range(self, offset: int, view: memoryview) -> None:
+    async def _s3_range(self, offset: int, view: memoryview, progress=None) -> None:
         bucket, key, version = self.fs.split_path(self.path)
         kwargs = {'VersionId': version} if version else {}
         response = await self.fs._call_s3('get_object', Bucket=bucket, Key=key,
                                           Range=f'bytes={offset}-{offset + view.nbytes - 1}', **kwargs)
         try:
             self._check_version({'ETag': response.get('ETag')}, response.get('ContentRange'))
-            await _fill(response['Body'].read, offset, view)
+            await _fill(response['Body'].read, offset, view, progress)
         finally:
             response['Body'].close()
 

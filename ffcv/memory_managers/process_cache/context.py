@@ -84,7 +84,7 @@ class _PageCache:
         self.fd: Optional[int] = None
         self.closed = False
         self.fetch = fetch  # fetch(page, size, frame view, on_part): pages from elsewhere than a local file
-        self.arrived = {}   # load -> [(start, stop), ...]: parts of a page being fetched that are complete
+        self.arrived = {}   # load -> {start: stop}: bytes [start, stop) of a page being fetched are in
         self.recycle: Optional[Callable[[np.ndarray], None]] = None  # takes the frames back for a later epoch
         if schedule.load_page.size and fetch is None:
             self.fd = open_file() if open_file is not None else os.open(file_name, os.O_RDONLY)
@@ -204,7 +204,8 @@ class _PageCache:
         with self.cond:
             if self.closed or self.status[load] != READING:
                 return
-            self.arrived.setdefault(load, []).append((start, stop))
+            parts = self.arrived.setdefault(load, {})
+            parts[start] = max(parts.get(start, start), stop)
             self.page_table[page] = frame  # only rows whose bytes have all arrived are read before LOADED
             self.progress += 1
             self.cond.notify_all()
@@ -267,10 +268,10 @@ class _PageCache:
             self.recycle(memory)
 
 
-def _covered(parts: list, start: int, stop: int) -> bool:
-    """Whether the union of the intervals `parts` covers [start, stop)."""
+def _covered(parts: dict, start: int, stop: int) -> bool:
+    """Whether the union of the intervals [a, parts[a]) covers [start, stop)."""
     reached = start
-    for a, b in sorted(parts):
+    for a, b in sorted(parts.items()):
         if a > reached:
             break
         reached = max(reached, b)
@@ -299,8 +300,8 @@ class RowGate:
         self._offsets, pages, self._starts, self._stops = spans
         load_of_page = {int(cache.schedule.load_page[load]): int(load) for load in loads}
         self._span_loads = np.array([load_of_page[int(page)] for page in pages], np.int64)
-        self._ready = np.zeros(self._offsets.size - 1, bool)
-        self.num_rows = self._ready.size
+        self._ready = np.zeros(self._offsets.size - 1, bool)  # rows whose bytes are all in
+        self._seen = -1  # cache.progress at the last check
 
     def _row_ready(self, row: int) -> bool:
         cache = self._cache
@@ -309,9 +310,17 @@ class RowGate:
             state = cache.status[load]
             if state == LOADED:
                 continue
-            if state != READING or not _covered(cache.arrived.get(int(load), ()), self._starts[k], self._stops[k]):
+            if state != READING or not _covered(cache.arrived.get(int(load), {}), self._starts[k], self._stops[k]):
                 return False
         return True
+
+    def _refresh(self) -> None:
+        """Check again the rows not yet known to be in, if anything arrived since the last check (cond held)."""
+        if self._seen == self._cache.progress:
+            return
+        self._seen = self._cache.progress
+        for row in np.flatnonzero(~self._ready):
+            self._ready[row] = self._row_ready(row)
 
     def take(self, claimed: np.ndarray, count: int) -> np.ndarray:
         """The first `count` rows not yet `claimed` (fewer when fewer are left) whose bytes are in memory,
@@ -321,34 +330,25 @@ class RowGate:
         with cache.cond:
             while True:
                 cache.raise_if_closed(self.batch)
-                unclaimed = np.flatnonzero(~claimed)
-                wanted = min(count, unclaimed.size)
-                ready = []
-                for row in unclaimed:
-                    if not self._ready[row]:
-                        self._ready[row] = self._row_ready(row)
-                    if self._ready[row]:
-                        ready.append(row)
-                        if len(ready) == wanted:
-                            break
-                if len(ready) == wanted:
-                    rows = np.array(ready, np.int64)
-                    claimed[rows] = True
-                    return rows
+                self._refresh()
+                wanted = min(count, int((~claimed).sum()))
+                ready = np.flatnonzero(self._ready & ~claimed)[:wanted]
+                if ready.size == wanted:
+                    claimed[ready] = True
+                    return ready
                 cache.raise_if_failed(self.batch, self._loads)
                 cache.cond.wait(_WAIT_S)
 
     def wait(self, rows) -> None:
         """Return once the bytes of every row in `rows` are in memory; raise as `start_batch` does if a page
         failed or the context closed."""
+        rows = np.asarray(rows, np.int64)
         cache = self._cache
         with cache.cond:
             while True:
                 cache.raise_if_closed(self.batch)
-                pending = [row for row in rows if not self._ready[row]]
-                for row in pending:
-                    self._ready[row] = self._row_ready(row)
-                if self._ready[pending].all():
+                self._refresh()
+                if self._ready[rows].all():
                     return
                 cache.raise_if_failed(self.batch, self._loads)
                 cache.cond.wait(_WAIT_S)
