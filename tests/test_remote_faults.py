@@ -89,6 +89,31 @@ def test_read_into_fills_a_view_part_by_part_and_again_after_a_cut(served, proxy
     assert remote.stats['retries'] == 1 and remote.stats['bytes'] == 600_000
 
 
+def test_read_into_announces_bytes_as_they_arrive(served, proxy, monkeypatch):
+    """``on_part(start, stop)``: `start` is where a part begins, `stop` grows as it arrives (every 64 KiB here,
+    slowly: 2 MB/s), and the announced bytes are in the buffer when announced."""
+    from ffcv.remote import source
+    monkeypatch.setattr(source, '_PROGRESS_STEP', 64 << 10)
+    path, _ = served
+    with open(path, 'rb') as handle:
+        expected = np.frombuffer(handle.read(2_500_000), np.uint8)
+    remote = RemoteFile(proxy.url('faults.beton'), {**FAST, 'part_size': 2_000_000})
+    buffer = np.zeros(2_500_000, np.uint8)
+    announced, wrong = [], []
+
+    def on_part(start, stop):
+        announced.append((start, stop))
+        if not np.array_equal(buffer[start:stop], expected[start:stop]):
+            wrong.append((start, stop))
+    proxy.bandwidth = 2e6
+    remote.read_into(0, buffer, on_part)
+    assert not wrong and np.array_equal(buffer, expected)
+    first = [stop for start, stop in announced if start == 0]
+    assert first == sorted(first) and first[-1] == 2_000_000 and len(first) > 1  # also before its end
+    assert max(stop for start, stop in announced if start == 2_000_000) == 2_500_000
+    assert {start for start, _ in announced} == {0, 2_000_000}
+
+
 def test_a_failed_read_leaves_no_part_writing_into_the_buffer(served, proxy):
     """One part fails at once while the others are still under way: once `read_into` has raised, none of
     them writes into the buffer any more (the loader hands the frame to another page)."""

@@ -149,8 +149,8 @@ class _EpochState:
         """Results of ``part(start, stop)`` over rows 0:count, in order: one call while batches are left to
         take; in the epoch's head and tail, parts that idle workers may run too (this thread runs parts until
         none is left, then waits for those others run). With `gate` (a `RowGate`: the batch's bytes are still
-        arriving), each part decodes the next rows whose bytes have arrived (then the results are in the order
-        the parts ran, each a run's of rows)."""
+        arriving), each part decodes the next rows whose bytes have arrived, run by run of consecutive rows,
+        and its result is its first run's."""
         size = max(4, -(-count // (8 * self.num_threads)))
         if gate is not None:  # the first part takes the first row to arrive: it loads the kernels meanwhile
             claimed = np.zeros(count, bool)

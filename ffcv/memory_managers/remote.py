@@ -3,7 +3,8 @@
 The loader knows each epoch's batches before the epoch starts, so the schedule of
 `ffcv.memory_managers.process_cache` tells which pages each batch needs: pages are fetched ``prefetch``
 batches before their first use by ``connections`` concurrent range requests, into frames that are reused
-once the last batch needing them ends; ``start_batch`` blocks until its pages are there. Pages go through
+once the last batch needing them ends; ``start_batch`` blocks until its pages are there (the loader's first
+batch does not wait: its rows are decoded as their bytes arrive, see `RowGate`). Pages go through
 a `PageStore`: with a cache folder, a page is fetched from the remote once per node and read from local
 disk afterwards.
 

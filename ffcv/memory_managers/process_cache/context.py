@@ -12,8 +12,8 @@ under one condition variable:
 * ``start_batch_early(b, indices)`` (pages fetched from elsewhere, see `fetch`): the same without the wait;
   it returns a `RowGate` whose ``wait(rows)`` blocks until the bytes of those rows have arrived, so a
   batch can be decoded while its pages come in (a remote file's first batch needs nearly every page of a
-  small file). A fetch announces each part of a page as it completes; the page is in ``page_table`` from
-  its first part on, and only rows whose every byte has arrived are handed to decoders.
+  small file). A fetch announces the bytes of a page as they arrive (`_part_arrived`); the page is in
+  ``page_table`` from its first bytes on, and only rows whose every byte has arrived are handed out.
 * ``end_batch(b)`` drops one use of each load of ``b``; a load whose every batch has ended gives its
   frame back and the next waiting loads are handed out. A page is loaded again (a reload) only once its
   previous load has given its frame back, so ``page_table`` always names one frame per page.
