@@ -152,7 +152,7 @@ class _EpochState:
         arriving), each part decodes the next rows whose bytes have arrived, run by run of consecutive rows,
         and its result is its first run's."""
         size = max(4, -(-count // (8 * self.num_threads)))
-        if gate is not None:  # the first part takes the first row to arrive: it loads the kernels meanwhile
+        if gate is not None and count:  # the first part takes the first row to arrive: it loads the kernels meanwhile
             claimed = np.zeros(count, bool)
             sizes = [1] + [size] * ((count - 1) // size) + [(count - 1) % size] * ((count - 1) % size > 0)
             return self._share([functools.partial(_run_arrived, part, gate, claimed, n) for n in sizes])
