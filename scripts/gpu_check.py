@@ -364,6 +364,7 @@ def cifar_train(run: Run) -> dict:
 
 
 def cifar_bench(run: Run) -> dict:
+    """Run the step's ``ffcv bench --json`` of the CIFAR-like file; keep the loader's rate and each stage's."""
     result = run.program('cifar_bench')
     if result['status'] != 'ok':
         return result

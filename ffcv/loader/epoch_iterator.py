@@ -154,7 +154,7 @@ class _EpochState:
         size = max(4, -(-count // (8 * self.num_threads)))
         if gate is not None and count:  # the first part takes the first row to arrive: it loads the kernels meanwhile
             claimed = np.zeros(count, bool)
-            sizes = [1] + [size] * ((count - 1) // size) + [(count - 1) % size] * ((count - 1) % size > 0)
+            sizes = [1] + [min(size, count - a) for a in range(1, count, size)]
             return self._share([functools.partial(_run_arrived, part, gate, claimed, n) for n in sizes])
         if count <= size:
             return [part(0, count)]

@@ -105,6 +105,16 @@ class DecodeGroup:
     steps: List[Step]
     function: Callable
 
+    @property
+    def per_sample(self) -> bool:
+        """Whether the function declares ``per_sample = True`` (it may then run in parts of rows)."""
+        return getattr(self.function, 'per_sample', False) is True
+
+    @property
+    def reads_heap(self) -> bool:
+        """Whether the function may read data pages (it does not declare ``reads_heap = False``)."""
+        return getattr(self.function, 'reads_heap', True) is not False
+
     def decode(self, step: Step, slot: int, indices: np.ndarray, metadata: np.ndarray, storage_state, seed: int,
                epoch: int, shared: Dict[int, object], run_parts: Optional[Callable] = None):
         """`step`'s result for this batch; the first member to run decodes the batch for all of them (in
@@ -118,7 +128,7 @@ class DecodeGroup:
             def part(start: int, stop: int):
                 self.function(indices[start:stop], [select_rows(d, start, stop) for d in destinations], metadata,
                               storage_state, [None if s is None else s[start:stop] for s in seeds])
-            if run_parts is not None and getattr(self.function, 'per_sample', False) is True:
+            if run_parts is not None and self.per_sample:
                 run_parts(part, count)
             else:
                 self.function(indices, destinations, metadata, storage_state, seeds)
@@ -144,25 +154,23 @@ class OutputPipeline:
         return f"pipeline '{self.name}', {kind} ({step.operation!r})"
 
     @property
+    def decoder(self):
+        """What decodes this output: its first step, or the `DecodeGroup` that step belongs to; None for a
+        branch."""
+        if self.source is not None or not self.steps:
+            return None
+        return self.steps[0].group or self.steps[0]
+
+    @property
     def reads_heap(self) -> bool:
         """Whether the decoder may read the file's data pages (not a branch's, nor one declaring
         ``reads_heap = False``: it reads the metadata alone)."""
-        if self.source is not None or not self.steps:
-            return False
-        step = self.steps[0]
-        if step.group is not None:
-            return getattr(step.group.function, 'reads_heap', True) is not False
-        return step.reads_heap
+        return self.decoder is not None and self.decoder.reads_heap
 
     @property
     def decodes_in_parts(self) -> bool:
         """Whether the decoder runs through `run_parts` when given one (it declares ``per_sample = True``)."""
-        if self.source is not None or not self.steps:
-            return False
-        step = self.steps[0]
-        if step.group is not None:
-            return getattr(step.group.function, 'per_sample', False) is True
-        return step.per_sample
+        return self.decoder is not None and self.decoder.per_sample
 
     @property
     def uses_cuda(self) -> bool:

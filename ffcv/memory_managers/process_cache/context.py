@@ -84,6 +84,7 @@ class _PageCache:
         self.fd: Optional[int] = None
         self.closed = False
         self.fetch = fetch  # fetch(page, size, frame view, on_part): pages from elsewhere than a local file
+        self.gated: Optional[int] = None  # the batch started by start_batch_early, until it ends
         self.arrived = {}   # load -> {start: stop}: bytes [start, stop) of a page being fetched are in
         self.recycle: Optional[Callable[[np.ndarray], None]] = None  # takes the frames back for a later epoch
         if schedule.load_page.size and fetch is None:
@@ -175,8 +176,10 @@ class _PageCache:
         offset = page << self.page_shift
         wanted = int(self.page_ends[page])
         view = memoryview(self.memory)[frame * self.page_size:(frame + 1) * self.page_size]
-        if self.fetch is not None:
-            self.fetch(page, wanted, view, lambda start, stop: self._part_arrived(load, page, frame, start, stop))
+        if self.fetch is not None:  # (its progress matters only while a batch started early waits for bytes)
+            on_part = None if self.gated is None else \
+                (lambda start, stop: self._part_arrived(load, page, frame, start, stop))
+            self.fetch(page, wanted, view, on_part)
             return wanted
         done = 0
         try:
@@ -202,7 +205,7 @@ class _PageCache:
     def _part_arrived(self, load: int, page: int, frame: int, start: int, stop: int) -> None:
         """Bytes [start, stop) of a page being fetched by `load` are in its frame (see `RowGate`)."""
         with self.cond:
-            if self.closed or self.status[load] != READING:
+            if self.closed or self.gated is None or self.status[load] != READING:
                 return
             parts = self.arrived.setdefault(load, {})
             parts[start] = max(parts.get(start, start), stop)
@@ -226,6 +229,13 @@ class _PageCache:
             raise RuntimeError(f'batch {batch} was started after end_batch({batch}) released its pages')
         if (status == READING).any() and not any(thread.is_alive() for thread in self.threads):
             raise RuntimeError(f'{self.file_name}: the page reader threads stopped unexpectedly')
+
+    def request(self, batch: int) -> None:
+        """Batch `batch` starts: the loads up to ``batch + prefetch`` may be read; hand out those that have a
+        frame (with cond held)."""
+        self.raise_if_closed(batch)
+        self.issue_limit = max(self.issue_limit, batch + self.prefetch)
+        self.issue()
 
     def raise_if_closed(self, batch: int) -> None:
         if self.closed:
@@ -322,36 +332,35 @@ class RowGate:
         for row in np.flatnonzero(~self._ready):
             self._ready[row] = self._row_ready(row)
 
+    def _until(self, done: Callable[[], bool]) -> None:
+        """Wait (cond held) until `done()`, checked whenever bytes arrived; raise as `start_batch` does if a
+        page failed or the context closed."""
+        cache = self._cache
+        while True:
+            cache.raise_if_closed(self.batch)
+            self._refresh()
+            if done():
+                return
+            cache.raise_if_failed(self.batch, self._loads)
+            cache.cond.wait(_WAIT_S)
+
     def take(self, claimed: np.ndarray, count: int) -> np.ndarray:
         """The first `count` rows not yet `claimed` (fewer when fewer are left) whose bytes are in memory,
         marked claimed, in order, once there are that many; raise as `start_batch` does if a page failed or
         the context closed."""
-        cache = self._cache
-        with cache.cond:
-            while True:
-                cache.raise_if_closed(self.batch)
-                self._refresh()
-                wanted = min(count, int((~claimed).sum()))
-                ready = np.flatnonzero(self._ready & ~claimed)[:wanted]
-                if ready.size == wanted:
-                    claimed[ready] = True
-                    return ready
-                cache.raise_if_failed(self.batch, self._loads)
-                cache.cond.wait(_WAIT_S)
+        with self._cache.cond:
+            wanted = min(count, int((~claimed).sum()))
+            self._until(lambda: np.count_nonzero(self._ready & ~claimed) >= wanted)
+            rows = np.flatnonzero(self._ready & ~claimed)[:wanted]
+            claimed[rows] = True
+            return rows
 
     def wait(self, rows) -> None:
         """Return once the bytes of every row in `rows` are in memory; raise as `start_batch` does if a page
         failed or the context closed."""
         rows = np.asarray(rows, np.int64)
-        cache = self._cache
-        with cache.cond:
-            while True:
-                cache.raise_if_closed(self.batch)
-                self._refresh()
-                if self._ready[rows].all():
-                    return
-                cache.raise_if_failed(self.batch, self._loads)
-                cache.cond.wait(_WAIT_S)
+        with self._cache.cond:
+            self._until(lambda: self._ready[rows].all())
 
 
 class ProcessCacheContext(MemoryContext):
@@ -390,9 +399,7 @@ class ProcessCacheContext(MemoryContext):
         stalled = 0
         with cache.cond:
             while True:
-                cache.raise_if_closed(batch)
-                cache.issue_limit = max(cache.issue_limit, batch + cache.prefetch)
-                cache.issue()
+                cache.request(batch)
                 if (cache.status[loads] == LOADED).all():
                     cache.mark_started(batch)
                     return
@@ -422,15 +429,15 @@ class ProcessCacheContext(MemoryContext):
         loads = self._loads(batch)
         spans = self._spans(indices)
         with cache.cond:
-            cache.raise_if_closed(batch)
-            cache.issue_limit = max(cache.issue_limit, batch + cache.prefetch)
-            cache.issue()
+            cache.gated = batch  # set before the reads are handed out: they announce their progress
+            cache.request(batch)
             status = cache.status[loads]
             # (a load still waiting for a frame: start_batch waits for it; never so for a first batch)
             if not (status == LOADED).all() and not (status == WAITING).any():
                 cache.raise_if_failed(batch, loads)
                 cache.mark_started(batch)
                 return RowGate(cache, batch, loads, spans)
+            cache.gated = None
         self.start_batch(batch)
         return None
 
@@ -443,6 +450,9 @@ class ProcessCacheContext(MemoryContext):
                 return
             cache.ended[batch] = True
             cache.progress += 1
+            if cache.gated == batch:
+                cache.gated = None
+                cache.arrived.clear()
             if cache.started[batch]:
                 cache.active -= 1
             cache.remaining[loads] -= 1
