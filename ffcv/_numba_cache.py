@@ -1,5 +1,5 @@
 """numba's on-disk cache of this package's kernels, keyed on the whole package's source (`install`), and a
-faster start for numba's CPU target (`defer_scipy`, `fast_package_loads`).
+faster start for numba's CPU target (`defer_scipy`, `fast_package_loads`, `start_nrt`).
 
 numba stamps a cached function with a hash of its own source file only. Most kernels here call kernels of
 other files (inlined: `seeding.uniform`, the crop arithmetic, the colour helpers), so after one of those
@@ -11,12 +11,15 @@ their next use (as a fresh install does). Functions outside the package keep num
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import pickle
 import sys
+import uuid
 from functools import lru_cache
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -121,7 +124,7 @@ def fast_package_loads() -> bool:
         locator = getattr(getattr(self, '_impl', None), 'locator', None)
         if not getattr(locator, 'ffcv_package_locator', False):
             return original(self, sig, target_context)
-        nrt.rtsys.initialize(target_context)
+        start_nrt(target_context, getattr(self, '_cache_path', None))
         import numba.cpython.hashing  # noqa: F401  (registers the hash secret symbols with LLVM)
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context)
@@ -130,6 +133,84 @@ def fast_package_loads() -> bool:
     load_overload.__wrapped__ = original
     caching.Cache.load_overload = load_overload
     return True
+
+
+def _nrt_cache_file(folder: str, target_context) -> str:
+    """Where the NRT's machine code for this numba, llvmlite, Python and CPU is kept in `folder`."""
+    import llvmlite
+    import numba
+    key = repr((numba.__version__, llvmlite.__version__, sys.version, target_context.codegen().magic_tuple()))
+    return os.path.join(folder, f'ffcv-nrt-{hashlib.sha256(key.encode()).hexdigest()[:20]}.nbc')
+
+
+def start_nrt(target_context, folder) -> None:
+    """numba's runtime (NRT), set up as ``numba.core.runtime.nrt.rtsys.initialize`` does, with its compiled
+    helper functions loaded from `folder` (the cache folder of the kernel being loaded) when they are there.
+
+    `initialize` compiles the NRT's helpers from LLVM IR in every process: 40-65 ms of the first batch here,
+    with every other thread waiting on numba's compiler lock. Their machine code (6 KB) is kept next to the
+    package's cached kernels, keyed on numba's, llvmlite's and Python's versions and the CPU (as numba's
+    own cache index is), and later processes load it in about 6 ms. Any surprise (a numba without these
+    internals, an unreadable or stale file, no `folder`) falls back to `initialize`.
+    """
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import nrt
+    rtsys = nrt.rtsys
+    if getattr(rtsys, '_init', False):
+        return
+    with global_compiler_lock:
+        if rtsys._init:
+            return
+        try:
+            library = _nrt_library(target_context, folder)
+        except Exception:  # numba's internals differ, or the file: numba's own set-up
+            library = None
+        if library is None:
+            rtsys.initialize(target_context)
+            return
+        rtsys._library, rtsys._init = library, True
+
+
+def _nrt_library(target_context, folder):
+    """The NRT's helpers loaded from `folder`, or compiled and saved there (None where `folder` is None)."""
+    from llvmlite import binding
+    from numba.core import config
+    from numba.core.runtime import _nrt_python, nrtdynmod
+    if folder is None:
+        return None
+    # what rtsys.initialize does before compiling: the C helpers' symbols, the statistics switch
+    if config.NRT_STATS:
+        _nrt_python.memsys_enable_stats()
+    for name, address in _nrt_python.c_helpers.items():
+        binding.add_symbol(name if name.startswith('_') else 'NRT_' + name, address)
+    path = _nrt_cache_file(folder, target_context)
+    try:
+        with open(path, 'rb') as file:
+            library = target_context.codegen().unserialize_library(pickle.load(file))
+        if library.get_pointer_to_function('NRT_incref'):
+            return library
+    except Exception:  # missing, unreadable, stale: compile it again
+        pass
+    module, library = nrtdynmod.create_nrt_module(target_context)
+    library.enable_object_caching()
+    library.add_ir_module(module)
+    library.finalize()
+    _save_atomically(path, library.serialize_using_object_code)
+    return library
+
+
+def _save_atomically(path: str, make) -> None:
+    """Pickle ``make()`` to `path` through a temporary file, as numba writes its cache; nothing is written
+    where anything fails (a read-only folder: the next process compiles again)."""
+    temporary = f'{path}.{uuid.uuid4().hex}.tmp'
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, 'xb') as file:
+            pickle.dump(make(), file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 class _ArraymathWithoutScipy(importlib.abc.MetaPathFinder, importlib.abc.Loader):

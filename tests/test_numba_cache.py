@@ -126,6 +126,10 @@ print(json.dumps({'loaded': loaded, 'compiled': compiled, 'refreshed': 'numba.cp
 
 PIPELINE = '''
 import json, sys, numpy as np, numba
+from numba.core.runtime import nrtdynmod
+nrt_compiles = []
+original = nrtdynmod.create_nrt_module
+nrtdynmod.create_nrt_module = lambda context: nrt_compiles.append(1) or original(context)
 from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.transforms import RandomHorizontalFlip, ToTensor
@@ -134,12 +138,14 @@ loader = Loader(sys.argv[1], batch_size=8, num_workers=2, order=OrderOption.RAND
                            'label': [IntDecoder(), ToTensor()]})
 images = [batch[0].numpy().tobytes().hex() for batch in loader]
 refreshed = 'numba.cpython.setobj' in sys.modules
+arrayobj = 'numba.np.arrayobj' in sys.modules  # imported where a loaded kernel allocates arrays
 
 @numba.njit
 def distinct(values):  # compiled here: numba sets its target up for it, fast loads or not
     return len(set(values))
 
-print(json.dumps({'images': images, 'refreshed': refreshed, 'distinct': distinct(np.array([3, 1, 3]))}))
+print(json.dumps({'images': images, 'refreshed': refreshed, 'distinct': distinct(np.array([3, 1, 3])),
+                  'arrayobj': arrayobj, 'nrt_compiles': len(nrt_compiles)}))
 '''
 
 
@@ -167,12 +173,16 @@ def small_photos(tmp_path_factory):
 
 def test_package_kernels_load_without_setting_up_numba_target(small_photos):
     """`fast_package_loads`: a fresh process loads the cached kernels of a train pipeline without numba's
-    target refresh, its batches are byte for byte those of numba's usual path, and code compiled afterwards
-    in the same process (here with a set, whose implementation the refresh registers) still works."""
+    target refresh, without compiling numba's runtime (`start_nrt` loads it) and without importing
+    ``numba.np.arrayobj`` (no kernel of the path allocates); its batches are byte for byte those of numba's
+    usual path, and code compiled afterwards in the same process (here with a set, whose implementation the
+    refresh registers) still works."""
     run_python(PIPELINE, small_photos)  # compiles and caches what is not cached yet
     fast = run_python(PIPELINE, small_photos)
     usual = run_python(PIPELINE, small_photos, FFCV_NUMBA_FAST_LOAD='0')
     assert not fast['refreshed'] and usual['refreshed']
+    assert fast['nrt_compiles'] == 0 and usual['nrt_compiles'] == 1
+    assert not fast['arrayobj']
     assert fast['images'] == usual['images'] and len(fast['images']) == 3
     assert fast['distinct'] == usual['distinct'] == 2
 
@@ -185,8 +195,8 @@ def test_every_cached_kernel_of_the_package_loads_through_the_fast_path(small_ph
     result = run_python(LOAD_ALL)
     assert result['compiled'] == [] and not result['refreshed']
     names = {entry.split('(')[0] for entry in result['loaded']}
-    assert {'ffcv.pipeline.seeding.batch_seeds', 'ffcv.imaging.crop.random_resized_crop_windows',
-            'ffcv.transforms.flip.flip_kernel'} <= names, sorted(names)
+    assert {'ffcv.pipeline.seeding.fill_seeds', 'ffcv.imaging.crop.random_resized_crop_windows',
+            'ffcv.transforms.flip.flip_rows'} <= names, sorted(names)
 
 
 def test_fast_loads_are_installed_once_and_can_be_turned_off():
@@ -199,3 +209,50 @@ def test_fast_loads_are_installed_once_and_can_be_turned_off():
                         'print(json.dumps({"fast": hasattr(caching.Cache.load_overload, "ffcv_fast_load")}))',
                         FFCV_NUMBA_FAST_LOAD='0')
     assert result == {'fast': False}
+
+
+NRT = '''
+import glob, json, os, numpy as np, numba
+from numba.core.runtime import nrt, nrtdynmod
+nrt_compiles = []
+original = nrtdynmod.create_nrt_module
+nrtdynmod.create_nrt_module = lambda context: nrt_compiles.append(1) or original(context)
+from ffcv.pipeline.seeding import batch_seeds
+seeds = batch_seeds(np.uint64(1), np.uint64(0), np.arange(4), np.uint64(3))  # a package kernel: starts the NRT
+
+@numba.njit
+def fresh(n):  # compiled in this process: linked against the NRT, allocates through it
+    values = np.empty(n)
+    values[:] = 1.5
+    return values, [k * 2 for k in range(n)]
+
+before = nrt.rtsys.get_allocation_stats()
+values, doubled = fresh(5)
+result = {'sum': float(values.sum()), 'doubled': doubled}
+del values
+after = nrt.rtsys.get_allocation_stats()
+files = sorted(glob.glob(os.path.join(os.environ['NUMBA_CACHE_DIR'], '**', 'ffcv-nrt-*.nbc'), recursive=True))
+print(json.dumps({**result, 'seeds': seeds.tolist(), 'nrt_compiles': len(nrt_compiles), 'files': files,
+                  'allocated': after.alloc - before.alloc, 'freed': after.free - before.free}))
+'''
+
+
+def test_numba_runtime_is_loaded_from_the_cache_and_rebuilt_when_unreadable(tmp_path):
+    """`start_nrt`: the first process compiles numba's runtime and saves its machine code beside the package's
+    cached kernels; the next loads it instead of compiling. Code compiled afterwards allocates and frees
+    through it (numba's allocation statistics balance), and a damaged file is compiled and written again."""
+    cache = str(tmp_path / 'numba-cache')
+    first = run_python(NRT, NUMBA_CACHE_DIR=cache, NUMBA_NRT_STATS='1')
+    assert first['nrt_compiles'] == 1 and len(first['files']) == 1
+    second = run_python(NRT, NUMBA_CACHE_DIR=cache, NUMBA_NRT_STATS='1')
+    assert second['nrt_compiles'] == 0 and second['files'] == first['files']
+    for result in (first, second):
+        assert result['sum'] == 7.5 and result['doubled'] == [0, 2, 4, 6, 8] and result['seeds'] == first['seeds']
+        assert result['allocated'] == result['freed'] > 0
+    saved = Path(first['files'][0])
+    good = saved.read_bytes()
+    saved.write_bytes(good[:100])  # truncated
+    damaged = run_python(NRT, NUMBA_CACHE_DIR=cache, NUMBA_NRT_STATS='1')
+    assert damaged['nrt_compiles'] == 1 and damaged['seeds'] == first['seeds'] and damaged['sum'] == 7.5
+    assert saved.stat().st_size == len(good)  # written again (loaded by the next process)
+    assert run_python(NRT, NUMBA_CACHE_DIR=cache, NUMBA_NRT_STATS='1')['nrt_compiles'] == 0

@@ -34,15 +34,16 @@ _SCRATCH_LIMIT = 1 << 23     # elements kept per scratch buffer and thread (32 M
 
 
 @numba.njit(nogil=True, cache=True)
-def _area_table(src_size, dst_size, scale):
+def _area_table(src_size, dst_size, scale, index, weight):
     """Entries (destination index, source index, weight) of one axis, in OpenCV's order.
 
     Destination cell d covers source [d * scale, (d + 1) * scale): a partial first pixel, whole
     pixels, a partial last one; each weight is the covered length over the cell width, as float32.
+    Written into `index` ((2, n) int32: destination, source) and `weight` (n float32), n >= 2 * src_size + 2
+    (`_table_arrays`); returns the filled part of each. The kernels allocate nothing (see
+    `ffcv.pipeline.seeding.fill_seeds`).
     """
-    dst_index = np.empty(2 * src_size + 2, np.int32)
-    src_index = np.empty(2 * src_size + 2, np.int32)
-    weight = np.empty(2 * src_size + 2, np.float32)
+    dst_index, src_index = index[0], index[1]
     k = 0
     for d in range(dst_size):
         start = d * scale
@@ -66,28 +67,29 @@ def _area_table(src_size, dst_size, scale):
 
 
 @numba.njit(nogil=True, cache=True)
-def _horizontal_pass(columns, averaged, scale_x):
+def _horizontal_pass(columns, averaged, scale_x, index, weight):
     """averaged[d] = the weighted sum of the source columns that output column d covers.
 
     `columns` is (W, 3 * H) uint8: source column x as ``[red of rows 0..H-1, green ..., blue ...]``;
     `averaged` is (out_width, 3 * H) float32, written whole. The sums are OpenCV's horizontal ones, term by
-    term in the same order (`_weighted_sum`), as whole-column vector operations.
+    term in the same order (`_weighted_sum`), as whole-column vector operations. `index` and `weight`:
+    room for the table (`_table_arrays`).
     """
-    x_dst, x_src, x_weight = _area_table(columns.shape[0], averaged.shape[0], scale_x)
+    x_dst, x_src, x_weight = _area_table(columns.shape[0], averaged.shape[0], scale_x, index, weight)
     k = 0
     while k < x_dst.shape[0]:
         k = _weighted_sum(columns, x_dst, x_src, x_weight, k, averaged[x_dst[k]])
 
 
 @numba.njit(nogil=True, cache=True)
-def _vertical_pass(rows, out_planes, scale_y):
+def _vertical_pass(rows, out_planes, scale_y, index, weight, total):
     """out_planes[c, r] = the weighted sum of the rows of plane c that output row r covers, rounded to uint8.
 
     `rows` is (3, H, out_width) float32 (the horizontal sums, one plane per colour), `out_planes`
-    (3, out_height, out_width) uint8. OpenCV's vertical sums, term by term in the same order.
+    (3, out_height, out_width) uint8. OpenCV's vertical sums, term by term in the same order. `index` and
+    `weight`: room for the table (`_table_arrays`); `total`: out_width float32 of scratch.
     """
-    y_dst, y_src, y_weight = _area_table(rows.shape[1], out_planes.shape[1], scale_y)
-    total = np.empty(rows.shape[2], np.float32)
+    y_dst, y_src, y_weight = _area_table(rows.shape[1], out_planes.shape[1], scale_y, index, weight)
     for c in range(3):
         plane = rows[c]
         e = 0
@@ -146,6 +148,12 @@ def _scratch(name: str, size: int, dtype) -> np.ndarray:
     return buffer[:size]
 
 
+def _table_arrays(src_size: int):
+    """Scratch room for `_area_table` on an axis of `src_size` pixels: (index, weight)."""
+    n = 2 * src_size + 2
+    return _scratch('table_index', 2 * n, np.int32).reshape(2, n), _scratch('table_weight', n, np.float32)
+
+
 def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Same pixels as ``cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)``, written into `out`
     (a C-contiguous uint8 (height, width, 3) array) when given."""
@@ -162,12 +170,12 @@ def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.nda
     cv2.split(image, [planes[0], planes[1], planes[2]])
     cv2.transpose(planes.reshape(3 * src_height, src_width), dst=columns)  # the stacked planes, (3H, W)
     averaged = _scratch('averaged', width * 3 * src_height, np.float32).reshape(width, 3 * src_height)
-    _horizontal_pass(columns, averaged, scale_x)
+    _horizontal_pass(columns, averaged, scale_x, *_table_arrays(src_width))
     # Back to rows, one plane per colour: the vertical pass combines whole rows of each.
     rows = _scratch('rows', 3 * src_height * width, np.float32).reshape(3, src_height, width)
     cv2.transpose(averaged, dst=rows.reshape(3 * src_height, width))
     out_planes = _scratch('out_planes', 3 * height * width, np.uint8).reshape(3, height, width)
-    _vertical_pass(rows, out_planes, scale_y)
+    _vertical_pass(rows, out_planes, scale_y, *_table_arrays(src_height), _scratch('total', width, np.float32))
     if out is None:
         out = np.empty((height, width, 3), np.uint8)
     return cv2.merge([out_planes[0], out_planes[1], out_planes[2]], dst=out)

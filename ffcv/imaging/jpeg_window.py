@@ -33,8 +33,8 @@ import numpy as np
 
 from . import jpeg
 from .libjpeg import (CALLED, EMIT_MESSAGE, ERROR_EXIT, FORMAT_MESSAGE, MSG_PARM, NOT_RGB, OK, OUT_OF_BOUNDS, PARAMS,
-                      P_CINFO, P_CROP_W, P_DATA, P_FOUND_H, P_FOUND_W, P_STATUS, P_STRUCT_SIZE, P_X, SIZE_MISMATCH,
-                      STALLED, TOO_SMALL)
+                      P_CINFO, P_CROP_W, P_DATA, P_FOUND_H, P_FOUND_W, P_SELF, P_STATUS, P_STRUCT_SIZE, P_X,
+                      SIZE_MISMATCH, STALLED, TOO_SMALL)
 
 _IR = r'''
 declare i32 @_setjmp(ptr) returns_twice
@@ -155,6 +155,7 @@ class _ThreadState:
         self.cinfo = np.zeros(1024, np.uint8)   # jpeg_decompress_struct (632 bytes for libjpeg-turbo 6.2)
         self.err = np.zeros(512, np.uint8)      # jpeg_error_mgr
         self.params = np.zeros(PARAMS, np.int64)
+        self.params[P_SELF] = self.params.ctypes.data
         self.message = ctypes.create_string_buffer(256)
         library.std_error(self.err.ctypes.data)
         pointers = self.err.view(np.uint64)

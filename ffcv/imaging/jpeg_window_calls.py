@@ -2,7 +2,9 @@
 
 libjpeg is called by symbol names (`ffcv_jpeg_*`) that `ffcv.imaging.jpeg_window` registers with LLVM before
 importing this module, so numba can cache the compiled code on disk and reload it in a new process.
-These bodies run under the setjmp trampoline: they hold no Python objects and allocate nothing.
+These bodies run under the setjmp trampoline: they hold no Python objects and allocate nothing. They read the
+blocks through their pointers (no `numba.carray`, whose implementation would import ``numba.np.arrayobj``
+when the cached bodies load: about 50 ms of a process's first batch).
 """
 import llvmlite.binding
 import numba
@@ -10,10 +12,10 @@ from numba import types
 
 from .libjpeg import (DCT_METHOD, FANCY_UPSAMPLING, IMAGE_HEIGHT, IMAGE_WIDTH, JCS_RGB, JDCT_IFAST,
                       JPEG_LIB_VERSION, MAX_ROWS_PER_READ, OUT_COLOR_SPACE, OUTPUT_COMPONENTS,
-                      OUTPUT_HEIGHT, OUTPUT_WIDTH, PARAMS, SCALE_DENOM, SCALE_NUM, NOT_RGB, OK,
+                      OUTPUT_HEIGHT, OUTPUT_WIDTH, SCALE_DENOM, SCALE_NUM, NOT_RGB, OK,
                       OUT_OF_BOUNDS, P_CAPACITY, P_CINFO, P_CROP_W, P_DATA, P_EXPECT_H, P_EXPECT_W,
                       P_FOUND_H, P_FOUND_W, P_HEIGHT, P_LEFT, P_OUT, P_ROW_POINTERS, P_ROWS, P_SCALE,
-                      P_SIZE, P_STATUS, P_STRUCT_SIZE, P_TOP, P_WIDTH, P_X, P_XOFFSET, P_XWIDTH,
+                      P_SELF, P_SIZE, P_STATUS, P_STRUCT_SIZE, P_TOP, P_WIDTH, P_X, P_XOFFSET, P_XWIDTH,
                       SIZE_MISMATCH, STALLED, TOO_SMALL)
 
 _u64, _u32, _i32 = types.uint64, types.uint32, types.int32
@@ -41,21 +43,19 @@ if _unregistered:
 
 @numba.njit(inline='always', cache=True)
 def params_pointer_address(params, index):
-    return params.ctypes.data + 8 * index
+    return params[P_SELF] + 8 * index
 
 
 @numba.cfunc(_BODY_SIGNATURE, nopython=True, cache=True)
-def create_body(params_pointer, cinfo_pointer):
-    params = numba.carray(params_pointer, PARAMS)
+def create_body(params, fields):
     create(params[P_CINFO], JPEG_LIB_VERSION, params[P_STRUCT_SIZE])
 
 
 @numba.cfunc(_BODY_SIGNATURE, nopython=True, cache=True)
-def decode_body(params_pointer, cinfo_pointer):
+def decode_body(params, fields):
     """Decode rows [top, top + height) and (at least) columns [left, left + width) of the image scaled
-    by scale/8, into out (rows of P_CROP_W * 3 bytes starting at column P_X)."""
-    params = numba.carray(params_pointer, PARAMS)
-    fields = numba.carray(cinfo_pointer, 160)
+    by scale/8, into out (rows of P_CROP_W * 3 bytes starting at column P_X). `params`: the int64 block
+    (`ffcv.imaging.libjpeg`), `fields`: the decompressor struct as int32s."""
     cinfo = params[P_CINFO]
     mem_src(cinfo, params[P_DATA], params[P_SIZE])
     read_header(cinfo, 1)

@@ -50,12 +50,21 @@ def randint(seed, k, low, high):
 
 
 @numba.njit(nogil=True, cache=True)
-def batch_seeds(loader_seed, epoch, indices, op_key):
-    """uint64 seed of every sample of a batch for one operation."""
-    out = np.empty(indices.shape[0], dtype=np.uint64)
+def fill_seeds(loader_seed, epoch, indices, op_key, out):
+    """out[i] = the uint64 seed of sample indices[i] of a batch for one operation.
+
+    The kernels of the loader's path allocate nothing: an allocation in numba code makes loading the
+    kernel import ``numba.np.arrayobj`` (about 50 ms of a fresh process's first batch).
+    """
     base = combine(combine(loader_seed, epoch), op_key)
     for i in range(indices.shape[0]):
         out[i] = combine(base, indices[i])
+
+
+def batch_seeds(loader_seed, epoch, indices, op_key) -> np.ndarray:
+    """uint64 seed of every sample of a batch for one operation."""
+    out = np.empty(indices.shape[0], dtype=np.uint64)
+    fill_seeds(loader_seed, epoch, indices, op_key, out)
     return out
 
 

@@ -6,17 +6,23 @@ from dataclasses import replace
 import numba
 import numpy as np
 
+from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
 from ..pipeline.seeding import uniform
 from ._checks import require_uint8_images
 
 
 @numba.njit(nogil=True, cache=True)
-def draw_gates(seeds, p):
-    """Per sample: whether the augmentation applies (its 0th uniform < p)."""
-    apply = np.empty(seeds.shape[0], np.bool_)
+def fill_gates(seeds, p, apply):
+    """Per sample: whether the augmentation applies (its 0th uniform < p), into `apply`."""
     for i in range(seeds.shape[0]):
         apply[i] = uniform(seeds[i], 0) < p
+
+
+def draw_gates(seeds: np.ndarray, p: float) -> np.ndarray:
+    """Per sample: whether the augmentation applies (bool array)."""
+    apply = np.empty(seeds.shape[0], np.bool_)
+    run_kernel(fill_gates, seeds, p, apply)
     return apply
 
 

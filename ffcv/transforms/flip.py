@@ -26,14 +26,15 @@ _OPENCV_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, n
 
 
 @numba.njit(nogil=True, cache=True)
-def flip_kernel(images, flip):
-    """Mirror images[i] left-right, in place, where flip[i]; returns `images` ((B, H, W, C), C-contiguous).
+def flip_rows(rows, flip, channels):
+    """Mirror images[i] left-right, in place, where flip[i]; `rows` is the batch (B, H, W, C) seen as
+    (B, H, W * C) (reshaped by the caller: a reshape in the kernel would load ``numba.np.arrayobj``).
 
     Pixels are swapped pairwise along each row (the 3-channel case unrolled): only flipped images are
     touched, and numba's reversed-slice assignment is several times slower on these small rows.
     """
-    count, height, width, channels = images.shape
-    rows = images.reshape(count, height, width * channels)
+    count, height = rows.shape[0], rows.shape[1]
+    width = rows.shape[2] // channels
     for i in range(count):
         if not flip[i]:
             continue
@@ -48,6 +49,13 @@ def flip_kernel(images, flip):
                 else:
                     for k in range(channels):
                         row[left + k], row[right + k] = row[right + k], row[left + k]
+
+
+def flip_kernel(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Mirror images[i] left-right, in place, where flip[i], with the compiled loop; returns `images`
+    ((B, H, W, C), C-contiguous)."""
+    count, height, width, channels = images.shape
+    run_kernel(flip_rows, images.reshape(count, height, width * channels), flip, channels)
     return images
 
 
@@ -59,7 +67,7 @@ def flip_in_place(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
             image = images[i]
             cv2.flip(image, 1, image)
         return images
-    return run_kernel(flip_kernel, images, flip)
+    return flip_kernel(images, flip)
 
 
 class RandomHorizontalFlip(Operation):
@@ -84,7 +92,7 @@ class RandomHorizontalFlip(Operation):
         flip_prob = float(self.flip_prob)
 
         def flip(images, destination, seeds):
-            return flip_in_place(writable(images), run_kernel(draw_gates, seeds, flip_prob))
+            return flip_in_place(writable(images), draw_gates(seeds, flip_prob))
         flip.python_code = True
         flip.with_seeds = True
         return flip

@@ -40,7 +40,7 @@ class RandomGrayscale(InPlaceAugment):
 
         def random_grayscale(images, destination, seeds):
             images = writable(images)
-            return run_kernel(grayscale_kernel, images, run_kernel(draw_gates, seeds, p))
+            return run_kernel(grayscale_kernel, images, draw_gates(seeds, p))
         random_grayscale.python_code = True
         random_grayscale.with_seeds = True
         return random_grayscale

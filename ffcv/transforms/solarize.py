@@ -44,7 +44,7 @@ class RandomSolarization(InPlaceAugment):
 
         def random_solarization(images, destination, seeds):
             images = writable(images)
-            return run_kernel(solarize_kernel, images, run_kernel(draw_gates, seeds, p), threshold)
+            return run_kernel(solarize_kernel, images, draw_gates(seeds, p), threshold)
         random_solarization.python_code = True
         random_solarization.with_seeds = True
         return random_solarization
