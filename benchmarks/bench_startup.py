@@ -12,7 +12,7 @@ numba's registries, which import scipy.linalg to look for BLAS when scipy is ins
 (Reader, memory manager, pipeline build and compilation), ``iter(loader)`` (buffers, worker threads), the
 first batch, the rest of the first epoch and one steady epoch. Every numba kernel loaded from the cache or
 compiled meanwhile is listed with its time and phase (cache loads timed by wrapping
-`numba.core.caching.Cache.load_overload` in the worker, compilations by numba's "numba:compile" event).
+`numba.core.caching.Cache._load_overload` in the worker, compilations by numba's "numba:compile" event).
 `--cold` points NUMBA_CACHE_DIR at an empty folder per process. Medians of `--repeats` processes; JSON in
 benchmarks/results/startup.json.
 """
@@ -47,17 +47,18 @@ class KernelLog:
         import numba.core.caching as caching
         import numba.core.event as event
         self.phase, self.entries, self._starts = 'import', [], {}
-        original = caching.Cache.load_overload
+        # the inner load, which both numba's load_overload and ffcv's fast one (installed at import) call
+        original = caching.Cache._load_overload
         log = self
 
-        def load_overload(cache, sig, target_context):
+        def _load_overload(cache, sig, target_context):
             started = time.perf_counter()
             result = original(cache, sig, target_context)
             what = 'cache load' if result is not None else 'cache miss'
             log.entries.append({'kernel': qualified(cache._py_func), 'what': what,
                                 'seconds': time.perf_counter() - started, 'phase': log.phase})
             return result
-        caching.Cache.load_overload = load_overload
+        caching.Cache._load_overload = _load_overload
 
         class Compiles(event.Listener):
             def on_start(self, ev):
