@@ -123,7 +123,13 @@ def test_policy_matches_torchvision_given_the_draws(make, kind, num_ops, fixed_b
         for op, magnitude in zip(ops[i], magnitudes[i]):
             expected = torchvision_op(expected, OP_NAMES[op], float(magnitude))
         difference = np.abs(out[i].astype(int) - expected)
-        assert (difference > 1).mean() < 0.01  # contrast's 1-level and affine ops' rare half-pixel ties
+        # Contrast's 1-level differences aside, only the sampled ops' half-pixel ties (see
+        # assert_close_to_torchvision) differ: a tie taken the other way by one op is carried (and moved) by
+        # the ops after it. How many ties each side takes depends on the CPU's float32 paths (torch's and
+        # numba's): up to 1.2% of the values per sampled op on an AVX-512 machine (2026-11-30), under 1% in all
+        # on the machines before.
+        sampled = sum(OP_NAMES[op] in SAMPLED for op in ops[i])
+        assert (difference > 1).mean() < 0.015 * max(sampled, 1 / 3), (i, [OP_NAMES[op] for op in ops[i]])
 
 
 def augment_loader(path, workers, seed):
