@@ -126,7 +126,7 @@ def test_policy_matches_torchvision_given_the_draws(make, kind, num_ops, fixed_b
         # Contrast's 1-level differences aside, only the sampled ops' half-pixel ties (see
         # assert_close_to_torchvision) differ: a tie taken the other way by one op is carried (and moved) by
         # the ops after it. How many ties each side takes depends on the CPU's float32 paths (torch's and
-        # numba's): up to 1.2% of the values per sampled op on an AVX-512 machine (2026-11-30), under 1% in all
+        # numba's): up to 0.97% of the values per sampled op on an AVX-512 machine (2026-11-30), under 1% in all
         # on the machines before.
         sampled = sum(OP_NAMES[op] in SAMPLED for op in ops[i])
         assert (difference > 1).mean() < 0.015 * max(sampled, 1 / 3), (i, [OP_NAMES[op] for op in ops[i]])
