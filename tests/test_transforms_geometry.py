@@ -50,6 +50,18 @@ def test_flip_kernel_equals_opencv_path(shape, rng):
     np.testing.assert_array_equal(flip_in_place(images.copy(), flips), flip_kernel(images.copy(), flips))
 
 
+def test_flip_kernel_flips_a_strided_batch_in_place(rng):
+    """A batch that is a view with strides (every other image of a larger one) is flipped where it lies."""
+    whole = rng.integers(0, 256, (8, 12, 10, 3), dtype=np.uint8)
+    original = whole.copy()
+    view = whole[::2]
+    flips = np.array([True, False, True, True])
+    assert flip_kernel(view, flips) is view
+    expected = original.copy()
+    expected[::2] = np.where(flips[:, None, None, None], original[::2, :, ::-1], original[::2])
+    np.testing.assert_array_equal(whole, expected)
+
+
 def test_flip_works_in_place_but_never_on_read_only_input(rng):
     images = rng.integers(0, 256, (4, 80, 80, 3), dtype=np.uint8)
     original = images.copy()

@@ -53,7 +53,10 @@ def flip_rows(rows, flip, channels):
 
 def flip_kernel(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
     """Mirror images[i] left-right, in place, where flip[i], with the compiled loop; returns `images`
-    ((B, H, W, C), C-contiguous)."""
+    ((B, H, W, C))."""
+    if not images.flags.c_contiguous:  # the reshape below would copy: flip a contiguous copy, write it back
+        images[...] = flip_kernel(np.ascontiguousarray(images), flip)
+        return images
     count, height, width, channels = images.shape
     run_kernel(flip_rows, images.reshape(count, height, width * channels), flip, channels)
     return images
