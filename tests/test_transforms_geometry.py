@@ -51,16 +51,16 @@ def test_flip_kernel_equals_opencv_path(shape, rng):
 
 
 def test_flip_kernel_flips_a_strided_batch_in_place(rng):
-    """A batch that is a strided view (every other image of a larger batch, a window of columns: its rows
-    cannot be seen as one flat row without a copy) is flipped where it lies."""
-    whole = rng.integers(0, 256, (8, 12, 10, 3), dtype=np.uint8)
+    """A batch that is a strided view (the RGB of every other image of an RGBA batch: its rows cannot be seen
+    as one flat row without a copy) is flipped where it lies."""
+    whole = rng.integers(0, 256, (8, 12, 10, 4), dtype=np.uint8)
     original = whole.copy()
-    view = whole[::2, :, 1:-1]
+    view = whole[::2, :, :, :3]
     flips = np.array([True, False, True, True])
     assert flip_kernel(view, flips) is view
     expected = original.copy()
-    window = original[::2, :, 1:-1]
-    expected[::2, :, 1:-1] = np.where(flips[:, None, None, None], window[:, :, ::-1], window)
+    rgb = original[::2, :, :, :3]
+    expected[::2, :, :, :3] = np.where(flips[:, None, None, None], rgb[:, :, ::-1], rgb)
     np.testing.assert_array_equal(whole, expected)
 
 
