@@ -4,14 +4,12 @@
     python benchmarks/bench_startup.py --cold               # also with an empty numba cache
     python benchmarks/bench_startup.py --profile val        # cProfile of Loader() + first batch (one run)
 
-Each measurement is a fresh process (`--worker`), run once untimed first so that numba's on-disk cache is
-warm (the user's second run onwards). The worker times, in order: the interpreter's start (spawn to first
-line), ``import numpy``, ``import torch``, ``import numba``, ``import ffcv`` and the API the recipes import,
-numba's set-up of its CPU target (forced on its own here; otherwise the first kernel used pays it: it loads
-numba's registries, which import scipy.linalg to look for BLAS when scipy is installed), ``Loader(...)``
-(Reader, memory manager, pipeline build and compilation), ``iter(loader)`` (buffers, worker threads), the
-first batch, the rest of the first epoch and one steady epoch. Every numba kernel loaded from the cache or
-compiled meanwhile is listed with its time and phase (cache loads timed by wrapping
+Each measurement is a fresh process (`--worker`), run once untimed first so that numba's on-disk cache is warm
+(the user's second run onwards). The worker times, in order: the interpreter's start (spawn to first line),
+``import numpy``, ``import torch``, ``import numba``, ``import ffcv`` and the API the recipes import,
+``Loader(...)`` (Reader, memory manager, pipeline build and compilation), ``iter(loader)`` (buffers, worker
+threads), the first batch, the rest of the first epoch and one steady epoch. Every numba kernel loaded from
+the cache or compiled meanwhile is listed with its time and phase (cache loads timed by wrapping
 `numba.core.caching.Cache._load_overload` in the worker, compilations by numba's "numba:compile" event).
 `--cold` points NUMBA_CACHE_DIR at an empty folder per process. Medians of `--repeats` processes; JSON in
 benchmarks/results/startup.json.
@@ -29,8 +27,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PHASES = ('interpreter', 'import_numpy', 'import_torch', 'import_numba', 'import_ffcv', 'numba_init', 'loader',
-          'iter', 'first_batch')
+PHASES = ('interpreter', 'import_numpy', 'import_torch', 'import_numba', 'import_ffcv', 'loader', 'iter',
+          'first_batch')
 CASES = {'val': {'pipeline': 'val', 'res': 224}, 'train': {'pipeline': 'train', 'res': 160}}
 
 
@@ -96,10 +94,6 @@ def worker(spec: dict) -> dict:
     from ffcv.loader import Loader, OrderOption  # noqa: F401
     from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage  # noqa: F401
     lap('import_ffcv')
-    from numba.core.registry import cpu_target
-    log.phase = 'numba_init'
-    cpu_target.target_context.refresh()  # numba's target set-up, otherwise paid by the first kernel used
-    lap('numba_init')
     sys.path.insert(0, str(HERE))
     from loader_worker import ffcv_loader
     mark = time.perf_counter()
