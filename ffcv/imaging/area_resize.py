@@ -18,11 +18,11 @@ Measured (one thread, idle machine, 2026-11-30): 461x394 -> 218x256 in 261 us (O
 photos to 256 px, each image new to the caches: 384 us (OpenCV: 1,192 us).
 
 Enlarging stays with OpenCV although it is a third of the val pipeline's time (center crops of 157-224 px to
-224: ~170-280 us of the ~850 us per image on one thread; decoding is the rest). Its arithmetic is easy to
+224: ~170-280 us of the ~850 us per image on one thread; decoding is most of the rest). Its arithmetic is easy to
 reproduce exactly (OpenCV 5.0: per axis s = floor(d * scale), weights round(2048 * (1 - fx)) and
 round(2048 * fx), int32 horizontal sums, vertical ``((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2)
 >> 2``), but every numba layout tried was slower on this 2-core machine (2026-12-01), because the horizontal
-pass gathers pixels along the row: done per pixel, 350 us per image; done as row selection between two
+pass gathers pixels along the row: done per pixel, 563 us per image; done as row selection between two
 transposes (uint8 in, int16 sums back), 230-280 us per image against OpenCV's 180-280, the extra passes
 over memory costing more than the vector arithmetic saves (copying 287 KB that sits in L2 takes 14 us here).
 """
