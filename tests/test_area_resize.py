@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ffcv.imaging import area_resize as area_resize_module
 from ffcv.imaging.area_resize import area_resize
 from ffcv.fields.rgb_image import resizer
 
@@ -20,6 +21,22 @@ def test_matches_opencv_inter_area_on_random_sizes(seed):
         new_width, new_height = (int(rng.integers(1, side + 1)) for side in (width, height))
         expected = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA)
         np.testing.assert_array_equal(area_resize(image, new_width, new_height), expected)
+
+
+@pytest.mark.parametrize('sides, out, blocked', [((161, 320), 160, True), ((330, 500), 256, False)])
+def test_both_kernels_match_opencv(sides, out, blocked, rng, monkeypatch):
+    """Sources up to BLOCKED_MAX_PIXELS (the loader's crops) take the blocked kernel, larger ones (the writer's
+    photos) the whole-plane passes; both give OpenCV's pixels."""
+    calls = []
+    kernel = area_resize_module._resize_blocked
+    monkeypatch.setattr(area_resize_module, '_resize_blocked', lambda *args: calls.append(1) or kernel(*args))
+    for _ in range(30):
+        height, width = (int(v) for v in rng.integers(*sides, 2, endpoint=True))
+        image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 2)
+        expected = cv2.resize(image, (out, out - 7), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(area_resize(image, out, out - 7), expected)
+        assert len(calls) == int(blocked) * (_ + 1)
+        assert (height * width <= area_resize_module.BLOCKED_MAX_PIXELS) == blocked
 
 
 @pytest.mark.parametrize('shape, size', [((512, 512, 3), (256, 256)),   # integer factor: OpenCV's fast path

@@ -1,6 +1,7 @@
 """The OS-cache manager unmaps the file after batches whose samples are slow to build (JPEG decoding), and the
-image decoders every few images, so a process maps only what its batches in flight touch instead of every
-page of the file it has read; the data stays in the OS page cache and reads the same."""
+image decoders read their bytes with preadv instead of through the map, so a process maps only what its
+batches in flight touch instead of every page of the file it has read; the data stays in the OS page cache
+and reads the same."""
 from __future__ import annotations
 
 import os
@@ -107,62 +108,77 @@ def photo_loader(path, **kwargs):
                                                   'label': [IntDecoder(), ToTensor()]}, **kwargs)
 
 
+def read_through_the_map(patch):
+    """Image decoders read their bytes from the file's map (as before `BlobReads`), which maps their pages."""
+    patch.setattr(_decoding.BlobReads, 'read', lambda self, start, size: self.memory[start:start + size])
+
+
 def test_a_jpeg_epoch_leaves_little_of_the_file_mapped(photos):
-    """RANDOM order over 400 photo-like JPEGs: after the epoch (JPEG decoding is slow enough to unmap after
-    every batch) little of the file is mapped, and the batches are those of a run that never unmaps."""
-    batches = collect(photo_loader(photos))
-    assert mapped_kb(photos) < os.path.getsize(photos) // 1024 // 4
+    """RANDOM order over 400 photo-like JPEGs: after the epoch little of the file is mapped, even with the
+    manager's unmapping off (the decoders never map what they read), and the batches are those of a run that
+    reads through the map (which then maps most of the file)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', float('inf'))
-        patch.setattr(_decoding, 'UNMAP_EVERY_SAMPLES', 10**9)
-        assert same_batches(batches, collect(photo_loader(photos)))
-        assert mapped_kb(photos) > os.path.getsize(photos) // 1024 // 2
+        loader = photo_loader(photos)
+        batches = collect(loader)
+        assert mapped_kb(photos, loader.memory_manager.state[0]) < os.path.getsize(photos) // 1024 // 8
+        read_through_the_map(patch)
+        mapped_loader = photo_loader(photos)
+        assert same_batches(batches, collect(mapped_loader))
+        assert mapped_kb(photos, mapped_loader.memory_manager.state[0]) > os.path.getsize(photos) // 1024 // 2
 
 
-@pytest.mark.parametrize('every', [16, 10**9])
-def test_the_decoder_unmaps_within_a_batch(photos, monkeypatch, every):
-    """One batch of the whole file: the decoder unmaps every UNMAP_EVERY_SAMPLES images, so the file is
-    never mostly mapped while the batch is built (without it, all of it is by the batch's end)."""
-    monkeypatch.setattr(_decoding, 'UNMAP_EVERY_SAMPLES', every)
-    monkeypatch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', float('inf'))  # no unmap after the batch
-    seen, calls = [], []
+@pytest.mark.parametrize('through_the_map', [False, True])
+def test_the_decoder_maps_nothing_it_reads(photos, monkeypatch, through_the_map):
+    """One batch of the whole file, the manager's unmapping off: the decoder's reads never map the file
+    (read through the map instead, all of it is mapped by the batch's end), and it decodes from a copy."""
+    monkeypatch.setattr(os_cache, 'UNMAP_MIN_SECONDS_PER_SAMPLE', float('inf'))
+    if through_the_map:
+        read_through_the_map(monkeypatch)
+    seen, blobs = [], []
     crop = image_decoders.jpeg_crop
+    loader = photo_loader(photos, batch_size=400, num_workers=1, order=OrderOption.SEQUENTIAL)
+    memory = loader.memory_manager.state[0]
 
     def watched_crop(blob, *args, **kwargs):
-        calls.append(1)
-        if len(calls) % 10 == 0:  # reading smaps takes tens of ms
-            seen.append(mapped_kb(photos, blob))  # of this loader's map (an earlier test's may still be open)
+        blobs.append(np.shares_memory(blob, memory))
+        if len(blobs) % 10 == 0:  # reading smaps takes tens of ms
+            seen.append(mapped_kb(photos, memory))  # of this loader's map (an earlier test's may still be open)
         return crop(blob, *args, **kwargs)
 
     monkeypatch.setattr(image_decoders, 'jpeg_crop', watched_crop)
-    loader = photo_loader(photos, batch_size=400, num_workers=1, order=OrderOption.SEQUENTIAL)
     (images, labels), = collect(loader)
-    assert len(calls) == 400 and images.shape == (400, 64, 64, 3)
+    assert len(blobs) == 400 and images.shape == (400, 64, 64, 3)
     file_kb = os.path.getsize(photos) // 1024
-    if every == 16:
-        assert max(seen) < file_kb // 4, (max(seen), file_kb)
+    if through_the_map:
+        assert all(blobs) and seen[-1] > file_kb // 3, (seen[-1], file_kb)  # (window decoding skips rows)
     else:
-        assert seen[-1] > file_kb // 3, (seen[-1], file_kb)  # (window decoding skips the rows below a crop)
+        assert not any(blobs) and max(seen) < 64, (max(seen), file_kb)
 
 
-def test_mapped_pages_unmaps_a_file_map_only(blobs):
-    """`MappedPages` unmaps a file map every UNMAP_EVERY_SAMPLES calls of `done`; the data reads the same.
-    Memory that is not a file map (the process cache's frames) is left alone."""
+def test_blob_reads_copy_from_a_file_map_and_slice_other_memory(blobs):
+    """`BlobReads` on the OS cache's map: the bytes of every sample, copied (the map stays unmapped), and a
+    read past the end of the file gives what the map holds; on other memory (the process cache's frames):
+    views of it."""
     reader = Reader(blobs)
     state = OSCacheManager(reader).state
     ptrs = reader.metadata['f0']['ptr']
-    before = [read_blob(ptrs[i], state).copy() for i in range(reader.num_samples)]
-    pages = _decoding.MappedPages(state[0])
-    for _ in range(_decoding.UNMAP_EVERY_SAMPLES - 1):
-        pages.done()
-    assert mapped_kb(blobs, state[0]) > data_kb(reader) * 0.9
-    pages.done()
-    assert mapped_kb(blobs, state[0]) < 64
-    assert all(np.array_equal(read_blob(ptrs[i], state), b) for i, b in enumerate(before))
+    memory, starts, sizes = _decoding.batch_blobs(ptrs, state)
+    reads = _decoding.BlobReads(memory, sizes)
+    assert reads.buffer is not None and reads.buffer.size == sizes.max()
+    with open(blobs, 'rb') as handle:
+        file = handle.read()
+    for i in range(reader.num_samples):
+        data = reads.read(int(starts[i]), int(sizes[i]))
+        assert not np.shares_memory(data, memory)
+        assert data.tobytes() == file[int(starts[i]):int(starts[i] + sizes[i])]
+    assert mapped_kb(blobs, memory) < 64
+    end = memory.size
+    assert np.array_equal(reads.read(end - 10, 10), memory[end - 10:])  # the whole read: copied
+    assert reads.read(end - 10, 20).size == 10  # past the end: the map's 10 bytes, as a slice would give
 
     frames = np.frombuffer(bytearray(b'\x07' * 2**20), np.uint8)
-    pages = _decoding.MappedPages(frames)
-    assert pages.map is None
-    for _ in range(2 * _decoding.UNMAP_EVERY_SAMPLES):
-        pages.done()
-    assert (frames == 7).all()
+    reads = _decoding.BlobReads(frames, np.array([100], np.uint64))
+    assert reads.fd is None and reads.buffer is None
+    data = reads.read(4096, 100)
+    assert np.shares_memory(data, frames) and data.size == 100 and (data == 7).all()

@@ -25,7 +25,7 @@ from ..imaging.jpeg_crops import check_decoded_size, decode_views, jpeg_crop
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.compiler import run_kernel
 from ..pipeline.operation import Operation
-from ._decoding import NO_SIZES, MappedPages, annotate, batch_blobs, copy_blobs
+from ._decoding import NO_SIZES, BlobReads, annotate, batch_blobs, copy_blobs
 from .._lazy import lazy_attributes
 
 IMAGE_MODES = {'jpg': 0, 'raw': 1}  # how RGBImageField stores each image: its metadata's `mode` byte
@@ -64,14 +64,13 @@ class SimpleRGBImageDecoder(Operation):
                 run_kernel(copy_blobs, indices, metadata['data_ptr'], NO_SIZES, storage_state, flat, False)
             if jpegs.size:
                 memory, starts, sizes = batch_blobs(entries['data_ptr'][jpegs], storage_state)
-                pages = MappedPages(memory)
+                reads = BlobReads(memory, sizes)
                 for k, i in enumerate(jpegs):
                     try:
-                        image = jpeg.decode_jpeg(memory[starts[k]:starts[k] + sizes[k]], out=destination[i])
+                        image = jpeg.decode_jpeg(reads.read(int(starts[k]), int(sizes[k])), out=destination[i])
                         check_decoded_size(image, destination.shape[1], destination.shape[2], False)
                     except Exception as exc:
                         raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
-                    pages.done()
             return destination
         decode.python_code = True
         decode.per_sample = True
@@ -152,9 +151,9 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             memory, starts, sizes = batch_blobs(entries['data_ptr'], storage_state)
             rows = zip(heights.tolist(), widths.tolist(), starts.tolist(), sizes.tolist(),
                        (entries['mode'] == RAW).tolist())
-            scratch, pages = None, MappedPages(memory)
+            scratch, reads = None, BlobReads(memory, sizes)
             for i, (height, width, start, size, raw) in enumerate(rows):
-                blob = memory[start:start + size]
+                blob = reads.read(start, size)
                 sample_windows = [view[i] for view in windows]
                 outputs = [destination[i] for destination in destinations]
                 try:
@@ -166,7 +165,6 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
                         if scratch is None:
                             scratch = decoders[0]._scratch_buffer()
                         decode_views(blob, height, width, sample_windows, outputs, dct_scaling, scratch, windowed)
-                        pages.done()
                 except Exception as exc:
                     raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')
             return destinations
@@ -192,9 +190,9 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             # Python ints from here on: indexing NumPy scalars costs more than the arithmetic per image
             rows = zip(heights.tolist(), widths.tolist(), windows.tolist(), starts.tolist(), sizes.tolist(),
                        (entries['mode'] == RAW).tolist())
-            scratch, pages = None, MappedPages(memory)
+            scratch, reads = None, BlobReads(memory, sizes)
             for i, (height, width, window, start, size, raw) in enumerate(rows):
-                blob = memory[start:start + size]
+                blob = reads.read(start, size)
                 try:
                     if raw:
                         top, left, crop_h, crop_w = window
@@ -203,7 +201,6 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
                         if scratch is None:
                             scratch = self._scratch_buffer()
                         crop = jpeg_crop(blob, height, width, window, out_h, out_w, scratch, dct_scaling, windowed)
-                        pages.done()
                     resize_area_into(crop, destination[i])
                 except Exception as exc:
                     raise annotate(exc, f'while decoding the image of sample {int(indices[i])}')

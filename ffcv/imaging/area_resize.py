@@ -40,6 +40,9 @@ _DBL_EPSILON = 2.220446049250313e-16
 _scratch_buffers = threading.local()
 _warm = False
 _SCRATCH_LIMIT = 1 << 23     # elements kept per scratch buffer and thread (32 MiB as float32)
+_BLOCK = 64                  # output columns per block of `_resize_blocked`
+BLOCKED_MAX_PIXELS = 320 * 320  # sources up to this size take `_resize_blocked` (the loader's crops), larger
+                                # ones the whole-plane passes (the writer's photos): see the module docstring
 
 
 @numba.njit(nogil=True, cache=True)
@@ -108,6 +111,41 @@ def _vertical_pass(rows, out_planes, scale_y, index, weight, total):
             _store_rounded(total, out_planes[c, row])
 
 
+@numba.njit(nogil=True, cache=True)
+def _resize_blocked(columns, flat_out, scale_x, scale_y, averaged, rows, total, x_index, x_weight, y_index,
+                    y_weight):
+    """flat_out ((out_height, 3 * out_width) uint8) = the INTER_AREA resize of the image whose columns are the
+    rows of `columns` ((W, 3 * H) uint8: source column x as its H pixels' interleaved RGB), a block of output
+    columns at a time so that the float32 intermediates stay in cache: the horizontal pass sums whole source
+    columns into `averaged` ((block, 3 * H)), a small transpose turns the block into `rows` ((H, 3 * block)),
+    and the vertical pass sums those rows into the block of the output. `total`: 3 * block float32 of
+    scratch; `x_index` ... `y_weight`: room for the two axes' tables (`_table_arrays`). OpenCV's sums, term
+    for term in the same order.
+    """
+    src_width, src_height = columns.shape[0], columns.shape[1] // 3
+    out_width = flat_out.shape[1] // 3
+    x_dst, x_src, x_w = _area_table(src_width, out_width, scale_x, x_index, x_weight)
+    y_dst, y_src, y_w = _area_table(src_height, flat_out.shape[0], scale_y, y_index, y_weight)
+    block = averaged.shape[0]
+    k = 0
+    for first in range(0, out_width, block):
+        count = min(block, out_width - first)
+        length = 3 * count
+        while k < x_dst.shape[0] and x_dst[k] < first + count:
+            k = _weighted_sum(columns, x_dst, x_src, x_w, k, averaged[x_dst[k] - first])
+        for y in range(src_height):  # (count, H, 3) -> (H, count * 3)
+            row = rows[y]
+            for j in range(count):
+                row[3 * j] = averaged[j, 3 * y]
+                row[3 * j + 1] = averaged[j, 3 * y + 1]
+                row[3 * j + 2] = averaged[j, 3 * y + 2]
+        e = 0
+        while e < y_dst.shape[0]:
+            row = y_dst[e]
+            e = _weighted_sum(rows, y_dst, y_src, y_w, e, total[:length])
+            _store_rounded(total[:length], flat_out[row, 3 * first:3 * first + length])
+
+
 @numba.njit(nogil=True, cache=True, inline='always')
 def _weighted_sum(sources, dst_index, src_index, weight, k, target):
     """target = the weighted sum of the table's entries for destination dst_index[k] (consecutive from k),
@@ -157,10 +195,11 @@ def _scratch(name: str, size: int, dtype) -> np.ndarray:
     return buffer[:size]
 
 
-def _table_arrays(src_size: int):
-    """Scratch room for `_area_table` on an axis of `src_size` pixels: (index, weight)."""
+def _table_arrays(src_size: int, axis: str = 'x'):
+    """Scratch room for `_area_table` on an axis of `src_size` pixels: (index, weight), one pair per `axis`."""
     n = 2 * src_size + 2
-    return _scratch('table_index', 2 * n, np.int32).reshape(2, n), _scratch('table_weight', n, np.float32)
+    return (_scratch(f'{axis}_table_index', 2 * n, np.int32).reshape(2, n),
+            _scratch(f'{axis}_table_weight', n, np.float32))
 
 
 def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -172,6 +211,19 @@ def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.nda
     if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or scale_x < 1 or scale_y < 1
             or (abs(scale_x - round(scale_x)) < _DBL_EPSILON and abs(scale_y - round(scale_y)) < _DBL_EPSILON)):
         return cv2.resize(image, (width, height), dst=out, interpolation=cv2.INTER_AREA)
+    if out is None:
+        out = np.empty((height, width, 3), np.uint8)
+    if src_width * src_height <= BLOCKED_MAX_PIXELS:
+        # Columns become rows, (W, H, 3): both passes then run over contiguous memory, a block at a time.
+        columns = cv2.transpose(image, dst=_scratch('columns', src_width * src_height * 3, np.uint8).reshape(
+            src_width, src_height, 3))
+        block = min(_BLOCK, width)
+        _resize_blocked(columns.reshape(src_width, 3 * src_height), out.reshape(height, 3 * width), scale_x, scale_y,
+                        _scratch('averaged', block * 3 * src_height, np.float32).reshape(block, 3 * src_height),
+                        _scratch('rows', src_height * 3 * block, np.float32).reshape(src_height, 3 * block),
+                        _scratch('total', 3 * block, np.float32), *_table_arrays(src_width),
+                        *_table_arrays(src_height, 'y'))
+        return out
     # Columns become rows, (W, 3 * H) as (W, 3, H): the horizontal pass combines whole rows of it.
     size = src_width * src_height
     planes = _scratch('planes', 3 * size, np.uint8).reshape(3, src_height, src_width)
@@ -184,9 +236,7 @@ def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.nda
     rows = _scratch('rows', 3 * src_height * width, np.float32).reshape(3, src_height, width)
     cv2.transpose(averaged, dst=rows.reshape(3 * src_height, width))
     out_planes = _scratch('out_planes', 3 * height * width, np.uint8).reshape(3, height, width)
-    _vertical_pass(rows, out_planes, scale_y, *_table_arrays(src_height), _scratch('total', width, np.float32))
-    if out is None:
-        out = np.empty((height, width, 3), np.uint8)
+    _vertical_pass(rows, out_planes, scale_y, *_table_arrays(src_height, 'y'), _scratch('total', width, np.float32))
     return cv2.merge([out_planes[0], out_planes[1], out_planes[2]], dst=out)
 
 
@@ -198,7 +248,8 @@ def warm_up() -> None:
     """
     global _warm
     if not _warm:
-        area_resize(np.zeros((3, 5, 3), np.uint8), 2, 2)  # factors 2.5 and 1.5: the kernel path
+        area_resize(np.zeros((3, 5, 3), np.uint8), 2, 2)  # factors 2.5 and 1.5: the blocked kernel
+        area_resize(np.zeros((330, 330, 3), np.uint8), 200, 200)  # the whole-plane kernels
         _warm = True
 
 

@@ -21,6 +21,10 @@ from ..pipeline.compiler import Compiler  # noqa: F401
 UNMAP_MIN_SECONDS_PER_SAMPLE = 40e-6
 
 
+class _FileMap(mmap.mmap):
+    """The file's memory map, carrying its descriptor (``pread_fd``) for readers that copy instead of mapping."""
+
+
 class OSCacheContext(MemoryContext):
     def __init__(self, manager: 'OSCacheManager'):  # (FFCV's signature)
         self.manager = manager
@@ -71,7 +75,11 @@ class OSCacheManager(MemoryManager):
         fd = open_unchanged(self.reader)
         weakref.finalize(self, os.close, fd)
         self._fd = fd
-        self._mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        self._mmap = _FileMap(fd, 0, access=mmap.ACCESS_READ)
+        # the image decoders read their bytes from the file (`_decoding.BlobReads`) through a descriptor that
+        # lives as long as the map (arrays of it may outlive this manager)
+        self._mmap.pread_fd = os.dup(fd)
+        weakref.finalize(self._mmap, os.close, self._mmap.pread_fd)
         memory = np.frombuffer(self._mmap, dtype=np.uint8)
         self._state = (memory, np.zeros(0, np.int64), np.int64(self.page_shift), self.sorted_ptrs, self.sorted_sizes)
 
@@ -82,8 +90,8 @@ class OSCacheManager(MemoryManager):
         A page of the file stays mapped, and counted in the process's RSS, from its first read until the
         map is closed: after an epoch, the whole file (for the benchmark photo set, 67 of the 82 MB). Called
         after each batch whose samples are slow enough to build that mapping them again costs little (JPEG
-        decoding, not raw images copied as they are), it bounds that by what the batches in flight touch;
-        the image decoders unmap every few samples as well (`ffcv.fields._decoding.MappedPages`).
+        decoding, not raw images copied as they are), it bounds that by what the batches in flight touch (the
+        image decoders do not map the pages they read at all: `ffcv.fields._decoding.BlobReads`).
         """
         memory = self._mmap
         if memory is not None and hasattr(mmap, 'MADV_DONTNEED'):
