@@ -46,16 +46,15 @@ BLOCKED_MAX_PIXELS = 320 * 320  # sources up to this size take `_resize_blocked`
 
 
 @numba.njit(nogil=True, cache=True)
-def _area_table(src_size, dst_size, scale, index, weight):
+def _area_table(src_size, dst_size, scale, dst_index, src_index, weight):
     """Entries (destination index, source index, weight) of one axis, in OpenCV's order.
 
     Destination cell d covers source [d * scale, (d + 1) * scale): a partial first pixel, whole
     pixels, a partial last one; each weight is the covered length over the cell width, as float32.
-    Written into `index` ((2, n) int32: destination, source) and `weight` (n float32), n >= 2 * src_size + 2
-    (`_table_arrays`); returns the filled part of each. The kernels allocate nothing (see
-    `ffcv.pipeline.seeding.fill_seeds`).
+    Written into `dst_index`, `src_index` (int32) and `weight` (float32), each of at least 2 * src_size + 2
+    entries; returns the filled part of each. The kernels allocate nothing (see
+    `ffcv.pipeline.seeding.fill_seeds`): their scratch comes from the caller (`_scratch`).
     """
-    dst_index, src_index = index[0], index[1]
     k = 0
     for d in range(dst_size):
         start = d * scale
@@ -78,90 +77,117 @@ def _area_table(src_size, dst_size, scale, index, weight):
     return dst_index[:k], src_index[:k], weight[:k]
 
 
+@numba.njit(nogil=True, cache=True, inline='always')
+def _table(src_size, dst_size, scale, ints, floats):
+    """`_area_table` in room taken from the start of `ints` and `floats` (2 * n and n entries, n = 2 * src_size
+    + 2); returns the table and what is left of each scratch array."""
+    n = 2 * src_size + 2
+    table = _area_table(src_size, dst_size, scale, ints[:n], ints[n:2 * n], floats[:n])
+    return table, ints[2 * n:], floats[n:]
+
+
+def _table_room(*src_sizes: int) -> tuple:
+    """(ints, floats): the scratch `_table` needs for one table per axis of these sizes."""
+    n = sum(2 * size + 2 for size in src_sizes)
+    return 2 * n, n
+
+
 @numba.njit(nogil=True, cache=True)
-def _horizontal_pass(columns, averaged, scale_x, index, weight):
+def _horizontal_pass(columns, src_width, averaged, scale_x, ints, floats):
     """averaged[d] = the weighted sum of the source columns that output column d covers.
 
-    `columns` is (W, 3 * H) uint8: source column x as ``[red of rows 0..H-1, green ..., blue ...]``;
-    `averaged` is (out_width, 3 * H) float32, written whole. The sums are OpenCV's horizontal ones, term by
-    term in the same order (`_weighted_sum`), as whole-column vector operations. `index` and `weight`:
-    room for the table (`_table_arrays`).
+    `columns` is the (W, 3 * H) uint8 image, flat: source column x as ``[red of rows 0..H-1, green ...,
+    blue ...]``; `averaged` is (out_width, 3 * H) float32, written whole. The sums are OpenCV's horizontal
+    ones, term by term in the same order (`_weighted_sum`), as whole-column vector operations. `ints`,
+    `floats`: scratch for the table (`_table_room`).
     """
-    x_dst, x_src, x_weight = _area_table(columns.shape[0], averaged.shape[0], scale_x, index, weight)
+    (x_dst, x_src, x_weight), ints, floats = _table(src_width, averaged.shape[0], scale_x, ints, floats)
     k = 0
     while k < x_dst.shape[0]:
-        k = _weighted_sum(columns, x_dst, x_src, x_weight, k, averaged[x_dst[k]])
+        k = _weighted_sum(columns, averaged.shape[1], x_dst, x_src, x_weight, k, averaged[x_dst[k]])
 
 
 @numba.njit(nogil=True, cache=True)
-def _vertical_pass(rows, out_planes, scale_y, index, weight, total):
+def _vertical_pass(rows, src_height, out_planes, scale_y, ints, floats):
     """out_planes[c, r] = the weighted sum of the rows of plane c that output row r covers, rounded to uint8.
 
-    `rows` is (3, H, out_width) float32 (the horizontal sums, one plane per colour), `out_planes`
-    (3, out_height, out_width) uint8. OpenCV's vertical sums, term by term in the same order. `index` and
-    `weight`: room for the table (`_table_arrays`); `total`: out_width float32 of scratch.
+    `rows` is the (3, H, out_width) float32 horizontal sums (one plane per colour), flat; `out_planes`
+    (3, out_height, out_width) uint8. OpenCV's vertical sums, term by term in the same order. `ints`,
+    `floats`: scratch for the table (`_table_room`) and out_width floats more.
     """
-    y_dst, y_src, y_weight = _area_table(rows.shape[1], out_planes.shape[1], scale_y, index, weight)
+    out_width = out_planes.shape[2]
+    (y_dst, y_src, y_weight), ints, floats = _table(src_height, out_planes.shape[1], scale_y, ints, floats)
+    total = floats[:out_width]
+    plane_size = src_height * out_width
     for c in range(3):
-        plane = rows[c]
+        plane = rows[c * plane_size:(c + 1) * plane_size]
         e = 0
         while e < y_dst.shape[0]:
             row = y_dst[e]
-            e = _weighted_sum(plane, y_dst, y_src, y_weight, e, total)
+            e = _weighted_sum(plane, out_width, y_dst, y_src, y_weight, e, total)
             _store_rounded(total, out_planes[c, row])
 
 
 @numba.njit(nogil=True, cache=True)
-def _resize_blocked(columns, flat_out, scale_x, scale_y, averaged, rows, total, x_index, x_weight, y_index,
-                    y_weight):
-    """flat_out ((out_height, 3 * out_width) uint8) = the INTER_AREA resize of the image whose columns are the
-    rows of `columns` ((W, 3 * H) uint8: source column x as its H pixels' interleaved RGB), a block of output
+def _resize_blocked(columns, src_width, src_height, flat_out, scale_x, scale_y, block, ints, floats):
+    """flat_out ((out_height, 3 * out_width) uint8) = the INTER_AREA resize of the image whose columns are
+    `columns` ((W, 3 * H) uint8, flat: source column x as its H pixels' interleaved RGB), a block of output
     columns at a time so that the float32 intermediates stay in cache: the horizontal pass sums whole source
-    columns into `averaged` ((block, 3 * H)), a small transpose turns the block into `rows` ((H, 3 * block)),
-    and the vertical pass sums those rows into the block of the output. `total`: 3 * block float32 of
-    scratch; `x_index` ... `y_weight`: room for the two axes' tables (`_table_arrays`). OpenCV's sums, term
-    for term in the same order.
+    columns into `averaged` (block x 3H), a small transpose turns the block into `rows` (H x 3 * block), and
+    the vertical pass sums those rows into the block of the output. `ints` and `floats`: scratch
+    (`_blocked_room`). OpenCV's sums, term for term in the same order.
     """
-    src_width, src_height = columns.shape[0], columns.shape[1] // 3
     out_width = flat_out.shape[1] // 3
-    x_dst, x_src, x_w = _area_table(src_width, out_width, scale_x, x_index, x_weight)
-    y_dst, y_src, y_w = _area_table(src_height, flat_out.shape[0], scale_y, y_index, y_weight)
-    block = averaged.shape[0]
+    column_length = 3 * src_height
+    (x_dst, x_src, x_w), ints, floats = _table(src_width, out_width, scale_x, ints, floats)
+    (y_dst, y_src, y_w), ints, floats = _table(src_height, flat_out.shape[0], scale_y, ints, floats)
+    averaged = floats[:block * column_length]
+    rows = floats[block * column_length:block * column_length + src_height * 3 * block]
+    total = floats[block * column_length + src_height * 3 * block:]
     k = 0
     for first in range(0, out_width, block):
         count = min(block, out_width - first)
         length = 3 * count
         while k < x_dst.shape[0] and x_dst[k] < first + count:
-            k = _weighted_sum(columns, x_dst, x_src, x_w, k, averaged[x_dst[k] - first])
+            j = x_dst[k] - first
+            k = _weighted_sum(columns, column_length, x_dst, x_src, x_w, k,
+                              averaged[j * column_length:(j + 1) * column_length])
         for y in range(src_height):  # (count, H, 3) -> (H, count * 3)
-            row = rows[y]
+            row = rows[y * 3 * block:]
             for j in range(count):
-                row[3 * j] = averaged[j, 3 * y]
-                row[3 * j + 1] = averaged[j, 3 * y + 1]
-                row[3 * j + 2] = averaged[j, 3 * y + 2]
+                column = averaged[j * column_length + 3 * y:]
+                row[3 * j] = column[0]
+                row[3 * j + 1] = column[1]
+                row[3 * j + 2] = column[2]
         e = 0
         while e < y_dst.shape[0]:
             row = y_dst[e]
-            e = _weighted_sum(rows, y_dst, y_src, y_w, e, total[:length])
+            e = _weighted_sum(rows, 3 * block, y_dst, y_src, y_w, e, total[:length])
             _store_rounded(total[:length], flat_out[row, 3 * first:3 * first + length])
 
 
+def _blocked_room(src_width: int, src_height: int, block: int) -> tuple:
+    """(ints, floats): the scratch `_resize_blocked` needs."""
+    ints, floats = _table_room(src_width, src_height)
+    return ints, floats + block * 3 * src_height + src_height * 3 * block + 3 * block
+
+
 @numba.njit(nogil=True, cache=True, inline='always')
-def _weighted_sum(sources, dst_index, src_index, weight, k, target):
+def _weighted_sum(sources, stride, dst_index, src_index, weight, k, target):
     """target = the weighted sum of the table's entries for destination dst_index[k] (consecutive from k),
     in float32, term by term in table order as OpenCV sums them; returns the index after those entries.
 
-    `sources` holds the rows the entries name (uint8 columns or float32 rows; only target's length is
-    read). The first two terms go in one pass over target (OpenCV starts from 0 or from the first product:
-    both give exactly the first product), the rest are added one pass each.
+    `sources` holds the rows the entries name, flat, row s from ``s * stride`` (uint8 columns or float32
+    rows; only target's length is read). The first two terms go in one pass over target (OpenCV starts from
+    0 or from the first product: both give exactly the first product), the rest are added one pass each.
     """
     end = k + 1
     while end < dst_index.shape[0] and dst_index[end] == dst_index[k]:
         end += 1
     length = target.shape[0]
-    source, alpha = sources[src_index[k]], weight[k]
+    source, alpha = sources[src_index[k] * stride:], weight[k]
     if end - k >= 2:
-        second, beta = sources[src_index[k + 1]], weight[k + 1]
+        second, beta = sources[src_index[k + 1] * stride:], weight[k + 1]
         for i in range(length):
             target[i] = np.float32(source[i]) * alpha + np.float32(second[i]) * beta
         k += 2
@@ -170,7 +196,7 @@ def _weighted_sum(sources, dst_index, src_index, weight, k, target):
             target[i] = np.float32(source[i]) * alpha
         k += 1
     while k < end:
-        source, alpha = sources[src_index[k]], weight[k]
+        source, alpha = sources[src_index[k] * stride:], weight[k]
         for i in range(length):
             target[i] = target[i] + np.float32(source[i]) * alpha
         k += 1
@@ -195,13 +221,6 @@ def _scratch(name: str, size: int, dtype) -> np.ndarray:
     return buffer[:size]
 
 
-def _table_arrays(src_size: int, axis: str = 'x'):
-    """Scratch room for `_area_table` on an axis of `src_size` pixels: (index, weight), one pair per `axis`."""
-    n = 2 * src_size + 2
-    return (_scratch(f'{axis}_table_index', 2 * n, np.int32).reshape(2, n),
-            _scratch(f'{axis}_table_weight', n, np.float32))
-
-
 def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Same pixels as ``cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)``, written into `out`
     (a C-contiguous uint8 (height, width, 3) array) when given."""
@@ -215,28 +234,29 @@ def area_resize(image: np.ndarray, width: int, height: int, out: Optional[np.nda
         out = np.empty((height, width, 3), np.uint8)
     if src_width * src_height <= BLOCKED_MAX_PIXELS:
         # Columns become rows, (W, H, 3): both passes then run over contiguous memory, a block at a time.
-        columns = cv2.transpose(image, dst=_scratch('columns', src_width * src_height * 3, np.uint8).reshape(
-            src_width, src_height, 3))
+        # (Few Python-level steps: at the loader's crop sizes each costs a percent of the call.)
+        columns = _scratch('columns', src_width * src_height * 3, np.uint8)
+        cv2.transpose(image, dst=columns.reshape(src_width, src_height, 3))
         block = min(_BLOCK, width)
-        _resize_blocked(columns.reshape(src_width, 3 * src_height), out.reshape(height, 3 * width), scale_x, scale_y,
-                        _scratch('averaged', block * 3 * src_height, np.float32).reshape(block, 3 * src_height),
-                        _scratch('rows', src_height * 3 * block, np.float32).reshape(src_height, 3 * block),
-                        _scratch('total', 3 * block, np.float32), *_table_arrays(src_width),
-                        *_table_arrays(src_height, 'y'))
+        ints, floats = _blocked_room(src_width, src_height, block)
+        _resize_blocked(columns, src_width, src_height, out.reshape(height, 3 * width), scale_x, scale_y, block,
+                        _scratch('ints', ints, np.int32), _scratch('floats', floats, np.float32))
         return out
     # Columns become rows, (W, 3 * H) as (W, 3, H): the horizontal pass combines whole rows of it.
     size = src_width * src_height
     planes = _scratch('planes', 3 * size, np.uint8).reshape(3, src_height, src_width)
-    columns = _scratch('columns', 3 * size, np.uint8).reshape(src_width, 3 * src_height)
+    columns = _scratch('columns', 3 * size, np.uint8)
     cv2.split(image, [planes[0], planes[1], planes[2]])
-    cv2.transpose(planes.reshape(3 * src_height, src_width), dst=columns)  # the stacked planes, (3H, W)
+    cv2.transpose(planes.reshape(3 * src_height, src_width), dst=columns.reshape(src_width, 3 * src_height))
     averaged = _scratch('averaged', width * 3 * src_height, np.float32).reshape(width, 3 * src_height)
-    _horizontal_pass(columns, averaged, scale_x, *_table_arrays(src_width))
+    ints, floats = _table_room(max(src_width, src_height))
+    ints, floats = _scratch('ints', ints, np.int32), _scratch('floats', floats + width, np.float32)
+    _horizontal_pass(columns, src_width, averaged, scale_x, ints, floats)
     # Back to rows, one plane per colour: the vertical pass combines whole rows of each.
-    rows = _scratch('rows', 3 * src_height * width, np.float32).reshape(3, src_height, width)
+    rows = _scratch('rows', 3 * src_height * width, np.float32)
     cv2.transpose(averaged, dst=rows.reshape(3 * src_height, width))
     out_planes = _scratch('out_planes', 3 * height * width, np.uint8).reshape(3, height, width)
-    _vertical_pass(rows, out_planes, scale_y, *_table_arrays(src_height, 'y'), _scratch('total', width, np.float32))
+    _vertical_pass(rows, src_height, out_planes, scale_y, ints, floats)
     return cv2.merge([out_planes[0], out_planes[1], out_planes[2]], dst=out)
 
 
