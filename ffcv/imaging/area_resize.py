@@ -6,16 +6,28 @@ JPEG image. OpenCV computes it as two separable passes of float32 weighted sums:
 source row (horizontal), then across rows (vertical), rounding half to even at the end.
 
 `area_resize` computes the same products and sums in the same order, so the pixels are identical, but
-lays the data out so that both passes are whole-row vector operations: the colour planes are split apart
-and transposed (`cv2.split`, `cv2.transpose`, both SIMD; transposing the interleaved three-byte pixels
-directly costs twice as much), so that the horizontal pass combines whole source columns; its float32
-sums are transposed back into rows (SIMD again), the vertical pass combines whole rows of each plane, and
-`cv2.merge` interleaves the rounded planes. Transposing the sums inside the kernel instead (one float at a
-time) cost a fifth more. Scratch buffers are reused between calls (fresh megabyte-sized allocations would
-cost more in page faults than the arithmetic). Integer factors, upscaling and anything but (H, W, 3)
-uint8 go to OpenCV itself, whose fast paths differ.
-Measured (one thread, idle machine, 2026-11-30): 461x394 -> 218x256 in 261 us (OpenCV: 1,187 us); 350-500 px
-photos to 256 px, each image new to the caches: 384 us (OpenCV: 1,192 us).
+lays the data out so that both passes are whole-row vector operations, in one of two ways:
+
+* sources of up to BLOCKED_MAX_PIXELS (320x320: the loader's random crops, decoded at a DCT scale that
+  keeps them under twice the output size) are transposed as they are (`cv2.transpose` of the three-byte
+  pixels), so that the horizontal pass combines whole source columns, and the work goes in blocks of 64
+  output columns whose float32 sums stay in cache, a small transpose in the kernel turning each block's
+  columns back into rows for the vertical pass (`_resize_blocked`);
+* larger sources (the writer's photos) have their colour planes split apart and transposed (`cv2.split`,
+  `cv2.transpose` of one-byte planes: half the cost of transposing the pixels); the horizontal pass's sums
+  for the whole image are transposed back into rows (SIMD), the vertical pass combines whole rows of each
+  plane, and `cv2.merge` interleaves the rounded planes.
+
+Measured on a 2-core AMD EPYC VM (2026-12-01): in a hot loop the whole-plane passes are faster at every
+size, but inside the loader, where each crop follows a JPEG decode on the same core and the other core does
+the same, the blocked kernel resized the train crops in 120 us against 137 (thread CPU time per crop over
+16 epochs); in the writer, the whole-plane passes wrote 350-500 px photos 1.18x faster than the blocked
+kernel of issue 17's filing. A call does few Python-level steps (flat scratch arrays, the tables carved inside the kernels):
+at the loader's crop sizes each numpy or OpenCV call is about a percent of it. Scratch buffers are reused
+between calls (fresh megabyte-sized allocations would cost more in page faults than the arithmetic).
+Integer factors, upscaling and anything but (H, W, 3) uint8 go to OpenCV itself, whose fast paths differ.
+Measured (one thread, hot loop, 2026-12-01, AMD): crops of 161-320 px to 160x160 in 152 us (the blocked
+kernel of issue 17's filing: 191 us); 350-500 px photos to 256 px in 319 us (that kernel: 542 us).
 
 Enlarging stays with OpenCV although it is a third of the val pipeline's time (center crops of 157-224 px to
 224: ~170-280 us of the ~850 us per image on one thread; decoding is most of the rest). Its arithmetic is easy to
@@ -41,8 +53,8 @@ _scratch_buffers = threading.local()
 _warm = False
 _SCRATCH_LIMIT = 1 << 23     # elements kept per scratch buffer and thread (32 MiB as float32)
 _BLOCK = 64                  # output columns per block of `_resize_blocked`
-BLOCKED_MAX_PIXELS = 320 * 320  # sources up to this size take `_resize_blocked` (the loader's crops), larger
-                                # ones the whole-plane passes (the writer's photos): see the module docstring
+BLOCKED_MAX_PIXELS = 320 * 320  # sources up to this size take `_resize_blocked` (the loader's crops), larger ones
+                                # the whole-plane passes (the writer's photos): see the module docstring
 
 
 @numba.njit(nogil=True, cache=True)
