@@ -16,7 +16,7 @@ import torch
 from ..imaging import jpeg
 from ..pipeline.allocation_query import AllocationQuery
 from ..pipeline.compiler import run_kernel
-from ._decoding import annotate, batch_blobs
+from ._decoding import BlobReads, annotate, batch_blobs
 from .image_decoders import IMAGE_MODES, SimpleRGBImageDecoder
 
 RAW = IMAGE_MODES['raw']
@@ -63,12 +63,14 @@ class PackedRGBImageDecoder(SimpleRGBImageDecoder):
             raw = entries['mode'] == RAW
             if raw.any():
                 run_kernel(copy_raw_images, memory, starts, offsets, sizes, raw, packed)
-            for i in np.flatnonzero(~raw).tolist():
+            jpegs = np.flatnonzero(~raw)
+            reads = BlobReads(memory, blob_sizes[jpegs])
+            for i in jpegs.tolist():
                 height, width, offset = int(shapes[i, 0]), int(shapes[i, 1]), int(offsets[i])
                 out = packed[offset:offset + 3 * height * width].reshape(height, width, 3)
                 start = int(starts[i])
                 try:
-                    image = jpeg.decode_jpeg(memory[start:start + int(blob_sizes[i])], out=out)
+                    image = jpeg.decode_jpeg(reads.read(start, int(blob_sizes[i])), out=out)
                     if image.shape[:2] != (height, width):
                         raise jpeg.JPEGDecodeError(f'JPEG is {image.shape[1]}x{image.shape[0]} but the metadata '
                                                    f'says {width}x{height}')

@@ -22,10 +22,11 @@ Measured on a 2-core AMD EPYC VM (2026-12-01): in a hot loop the whole-plane pas
 size, but inside the loader, where each crop follows a JPEG decode on the same core and the other core does
 the same, the blocked kernel resized the train crops in 120 us against 137 (thread CPU time per crop over
 16 epochs); in the writer, the whole-plane passes wrote 350-500 px photos 1.18x faster than the blocked
-kernel of issue 17's filing. A call does few Python-level steps (flat scratch arrays, the tables carved inside the kernels):
-at the loader's crop sizes each numpy or OpenCV call is about a percent of it. Scratch buffers are reused
-between calls (fresh megabyte-sized allocations would cost more in page faults than the arithmetic).
-Integer factors, upscaling and anything but (H, W, 3) uint8 go to OpenCV itself, whose fast paths differ.
+kernel of issue 17's filing. A call does few Python-level steps (flat scratch arrays, the tables carved
+inside the kernels): at the loader's crop sizes each numpy or OpenCV call is about a percent of it.
+Scratch buffers are reused between calls (fresh megabyte-sized allocations would cost more in page faults
+than the arithmetic). Integer factors, upscaling and anything but (H, W, 3) uint8 go to OpenCV itself,
+whose fast paths differ.
 Measured (one thread, hot loop, 2026-12-01, AMD): crops of 161-320 px to 160x160 in 152 us (the blocked
 kernel of issue 17's filing: 191 us); 350-500 px photos to 256 px in 319 us (that kernel: 542 us).
 
