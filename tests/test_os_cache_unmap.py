@@ -157,20 +157,27 @@ def test_the_decoder_maps_nothing_it_reads(photos, monkeypatch, through_the_map)
 
 
 def test_blob_reads_copy_from_a_file_map_and_slice_other_memory(blobs):
-    """`BlobReads` on the OS cache's map: the bytes of every sample, copied (the map stays unmapped), and a
-    read past the end of the file gives what the map holds; on other memory (the process cache's frames):
+    """`BlobReads` on the OS cache's map: the bytes of every sample, copied (the map stays unmapped), one read
+    per sample when they lie far apart, their span in one read when close; a read past the end of the file
+    gives what the map holds; on other memory (the process cache's frames):
     views of it."""
     reader = Reader(blobs)
     state = OSCacheManager(reader).state
     ptrs = reader.metadata['f0']['ptr']
     memory, starts, sizes = _decoding.batch_blobs(ptrs, state)
-    reads = _decoding.BlobReads(memory, sizes)
-    assert reads.buffer is not None and reads.buffer.size == sizes.max()
+    reads = _decoding.BlobReads(memory, starts[::3], sizes[::3])  # far apart: one read per sample
+    assert reads.span_start is None and reads.buffer.size == sizes[::3].max()
     with open(blobs, 'rb') as handle:
         file = handle.read()
-    for i in range(reader.num_samples):
+    for i in range(0, reader.num_samples, 3):
         data = reads.read(int(starts[i]), int(sizes[i]))
         assert not np.shares_memory(data, memory)
+        assert data.tobytes() == file[int(starts[i]):int(starts[i] + sizes[i])]
+    assert mapped_kb(blobs, memory) < 64
+    span = _decoding.BlobReads(memory, starts[10:20], sizes[10:20])  # neighbours: their span in one read
+    assert span.span_start == starts[10] and span.buffer.size == int(starts[19] + sizes[19] - starts[10])
+    for i in range(10, 20):
+        data = span.read(int(starts[i]), int(sizes[i]))
         assert data.tobytes() == file[int(starts[i]):int(starts[i] + sizes[i])]
     assert mapped_kb(blobs, memory) < 64
     end = memory.size
@@ -178,7 +185,7 @@ def test_blob_reads_copy_from_a_file_map_and_slice_other_memory(blobs):
     assert reads.read(end - 10, 20).size == 10  # past the end: the map's 10 bytes, as a slice would give
 
     frames = np.frombuffer(bytearray(b'\x07' * 2**20), np.uint8)
-    reads = _decoding.BlobReads(frames, np.array([100], np.uint64))
+    reads = _decoding.BlobReads(frames, np.array([4096]), np.array([100], np.uint64))
     assert reads.fd is None and reads.buffer is None
     data = reads.read(4096, 100)
     assert np.shares_memory(data, frames) and data.size == 100 and (data == 7).all()

@@ -64,7 +64,7 @@ class SimpleRGBImageDecoder(Operation):
                 run_kernel(copy_blobs, indices, metadata['data_ptr'], NO_SIZES, storage_state, flat, False)
             if jpegs.size:
                 memory, starts, sizes = batch_blobs(entries['data_ptr'][jpegs], storage_state)
-                reads = BlobReads(memory, sizes)
+                reads = BlobReads(memory, starts, sizes)
                 for k, i in enumerate(jpegs):
                     try:
                         image = jpeg.decode_jpeg(reads.read(int(starts[k]), int(sizes[k])), out=destination[i])
@@ -151,7 +151,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             memory, starts, sizes = batch_blobs(entries['data_ptr'], storage_state)
             rows = zip(heights.tolist(), widths.tolist(), starts.tolist(), sizes.tolist(),
                        (entries['mode'] == RAW).tolist())
-            scratch, reads = None, BlobReads(memory, sizes)
+            scratch, reads = None, BlobReads(memory, starts, sizes)
             for i, (height, width, start, size, raw) in enumerate(rows):
                 blob = reads.read(start, size)
                 sample_windows = [view[i] for view in windows]
@@ -190,7 +190,7 @@ class ResizedCropRGBImageDecoder(SimpleRGBImageDecoder):
             # Python ints from here on: indexing NumPy scalars costs more than the arithmetic per image
             rows = zip(heights.tolist(), widths.tolist(), windows.tolist(), starts.tolist(), sizes.tolist(),
                        (entries['mode'] == RAW).tolist())
-            scratch, reads = None, BlobReads(memory, sizes)
+            scratch, reads = None, BlobReads(memory, starts, sizes)
             for i, (height, width, window, start, size, raw) in enumerate(rows):
                 blob = reads.read(start, size)
                 try:

@@ -64,7 +64,7 @@ class PackedRGBImageDecoder(SimpleRGBImageDecoder):
             if raw.any():
                 run_kernel(copy_raw_images, memory, starts, offsets, sizes, raw, packed)
             jpegs = np.flatnonzero(~raw)
-            reads = BlobReads(memory, blob_sizes[jpegs])
+            reads = BlobReads(memory, starts[jpegs], blob_sizes[jpegs])
             for i in jpegs.tolist():
                 height, width, offset = int(shapes[i, 0]), int(shapes[i, 1]), int(offsets[i])
                 out = packed[offset:offset + 3 * height * width].reshape(height, width, 3)
